@@ -1,0 +1,11 @@
+"""alit: adaptive-length image tokenization via recurrent allocation (ALIT, ICLR 2025)."""
+from .config import BaseConfig, ModelConfig
+from .errors import AlitError
+from .model.alit import Rollout
+from .model.halting import Halting
+from .presets import PRESETS, preset
+from .tokenizer import AdaptiveTokenizer, build, load
+
+__version__ = "0.1.0"
+__all__ = ["AdaptiveTokenizer", "AlitError", "BaseConfig", "Halting", "ModelConfig", "PRESETS",
+           "Rollout", "build", "load", "preset"]

@@ -1,0 +1,91 @@
+"""Pieces shared by the two base autoencoders (`vqgan.py`, `vae.py`).
+
+Attribute names mirror the official checkpoints (`block.i`, `attn.i`, `downsample`, `upsample.conv`,
+`block_1`, `attn_1`, `block_2`) so that their state dicts load with no key map. The residual
+blocks themselves differ between the two families and live in their own files.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm as both base tokenizers use it: 32 groups, eps 1e-6, affine."""
+    return nn.GroupNorm(32, channels, eps=1e-6, affine=True)
+
+
+def swish(x: Tensor) -> Tensor:
+    """x * sigmoid(x)."""
+    return x * torch.sigmoid(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2, then a 3x3 conv with bias: [B, C, H, W] -> [B, C, 2H, 2W]."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Level(nn.Module):
+    """One resolution level: residual blocks, each optionally followed by an attention block,
+    then an optional resampler (`downsample` in an encoder, `upsample` in a decoder).
+
+    [B, C_in, H, W] -> [B, C_out, H', W'] with H' = H/2, H or 2H depending on the resampler.
+    """
+
+    def __init__(self, blocks: Sequence[nn.Module], attns: Sequence[nn.Module] = (),
+                 downsample: nn.Module | None = None, upsample: nn.Module | None = None):
+        super().__init__()
+        if attns and len(attns) != len(blocks):
+            raise ValueError(f"{len(attns)} attention blocks for {len(blocks)} residual blocks")
+        self.block = nn.ModuleList(blocks)
+        self.attn = nn.ModuleList(attns)  # empty (no state-dict keys) where the level has none
+        # None stays a plain attribute, so a level without a resampler adds no keys either
+        self.downsample = downsample
+        self.upsample = upsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, block in enumerate(self.block):
+            x = block(x)
+            if len(self.attn):
+                x = self.attn[i](x)
+        if self.downsample is not None:
+            x = self.downsample(x)
+        if self.upsample is not None:
+            x = self.upsample(x)
+        return x
+
+
+class Middle(nn.Module):
+    """The bottleneck at constant width: block_1, optional attention attn_1, block_2."""
+
+    def __init__(self, block_1: nn.Module, block_2: nn.Module, attn_1: nn.Module | None = None):
+        super().__init__()
+        # assignment order fixes the state-dict order: block_1, attn_1, block_2
+        self.block_1 = block_1
+        self.attn_1 = attn_1
+        self.block_2 = block_2
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.block_1(x)
+        if self.attn_1 is not None:
+            x = self.attn_1(x)
+        return self.block_2(x)
+
+
+def check_images(images: Tensor, downsample: int) -> None:
+    """Raise unless `images` is [B, 3, H, W] with H and W multiples of the downsampling factor."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images [B, 3, H, W], got {list(images.shape)}")
+    if images.shape[2] % downsample or images.shape[3] % downsample:
+        raise ValueError(f"image size {list(images.shape[2:])} is not a multiple of the base "
+                         f"downsampling {downsample}")

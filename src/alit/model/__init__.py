@@ -1,0 +1,1 @@
+"""The ALIT architecture: recurrent encoder, quantiser, decoder, halting (no losses here)."""

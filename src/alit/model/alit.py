@@ -1,0 +1,252 @@
+"""ALIT: the adaptive-length tokenizer, one recurrent rollout giving every token length at once."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..base import build_base
+from ..config import ModelConfig
+from .decoder import LatentDecoder
+from .encoder import RecurrentEncoder
+from .halting import Halting
+from .quantizer import VectorQuantizer
+
+
+@dataclass
+class Targets:
+    """What the frozen base tokenizer says about a batch of images."""
+
+    features: torch.Tensor       # [B, Cb, G, G]: VQGAN pre-quantisation features / VAE scaled latents
+    codes: torch.Tensor          # [B, N, Cb]: the code the decoder must predict
+    ids: torch.Tensor | None     # [B, N]: VQGAN ground-truth ids, None for the VAE
+
+    def select(self, keep: torch.Tensor) -> "Targets":
+        return Targets(self.features[keep], self.codes[keep], None if self.ids is None else self.ids[keep])
+
+
+@dataclass
+class Step:
+    """One rollout iteration's outputs."""
+
+    latents: torch.Tensor            # [B, L, d] what the decoder consumes
+    ids: torch.Tensor | None         # [B, L] latent token ids (quantised models)
+    logits: torch.Tensor | None      # [B, N, K_base] (VQGAN base)
+    codes: torch.Tensor              # [B, N, Cb] soft code (VQGAN) / predicted latent (VAE)
+    quantizer_loss: torch.Tensor     # scalar (0 without quantiser)
+    halted: torch.Tensor | None      # [B, N] bool, tokens masked before the next iteration
+
+
+@dataclass
+class Rollout:
+    """Every length at once: each list is indexed by iteration (length L0 * (i + 1))."""
+
+    latents: list[torch.Tensor]
+    ids: list[torch.Tensor] | None
+    logits: list[torch.Tensor] | None
+    codes: list[torch.Tensor]
+    reconstructions: list[torch.Tensor] | None  # [B, 3, H, W] raw, unclamped; None if pixels=False
+    targets: Targets
+    quantizer_losses: list[torch.Tensor] = field(default_factory=list)
+    halted: list[torch.Tensor | None] = field(default_factory=list)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [z.shape[1] for z in self.latents]
+
+
+class RolloutState:
+    """The encoder sequence between iterations, plus the base targets of the same images."""
+
+    def __init__(self, x: torch.Tensor, targets: Targets):
+        self.x = x            # [B, 1+N+L, W]
+        self.targets = targets
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Drop images from the batch (keep: bool [B] or indices)."""
+        self.x = self.x[keep]
+        self.targets = self.targets.select(keep)
+
+
+class ALIT(nn.Module):
+    """Base 2D tokenizer + recurrent encoder + (optional) latent quantiser + latent decoder."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.base = build_base(config.base, config.image_size)
+        self.encoder = RecurrentEncoder(config)
+        self.quantizer = (VectorQuantizer(config.codebook_size, config.latent_dim, config.commitment)
+                          if config.quantize else None)
+        out_dim = config.base.codebook_size if self.is_vqgan else config.base.latent_channels
+        self.decoder = LatentDecoder(config, out_dim)
+        self.apply(_init_weights)
+
+    @property
+    def is_vqgan(self) -> bool:
+        return self.config.base.kind == "vqgan"
+
+    # --- the base tokenizer ------------------------------------------------------------------
+    def targets(self, images: torch.Tensor, generator: torch.Generator | None = None) -> Targets:
+        if self.is_vqgan:
+            h = self.base.encode(images)  # [B, Cb, G, G]
+            ids = self.base.quantize_ids(h)  # [B, N]
+            return Targets(h, F.embedding(ids, self.base.codebook), ids)
+        z = self.base.encode(images, generator=generator)  # [B, Cb, G, G], scaled
+        return Targets(z, z.flatten(2).transpose(1, 2), None)
+
+    def codes_to_images(self, codes: torch.Tensor) -> torch.Tensor:
+        """Predicted base code [B, N, Cb] -> raw pixels [B, 3, H, W] through the base decoder."""
+        G = self.config.grid_size
+        z = codes.transpose(1, 2).reshape(codes.shape[0], -1, G, G)  # [B, Cb, G, G]
+        if not self.is_vqgan and self.config.unscale_vae_code:
+            z = z / self.config.base.scale_factor
+        return self.base.decode(z)
+
+    # --- one rollout iteration, in pieces that encode() also uses ----------------------------
+    def start(self, images: torch.Tensor, generator: torch.Generator | None = None,
+              trace: dict | None = None) -> RolloutState:
+        targets = self.targets(images, generator)
+        tokens = self.encoder.image_tokens(images, targets.features, trace)  # [B, N, W]
+        x = self.encoder.start(tokens, trace)  # [B, 1+N+L0, W]
+        if trace is not None:
+            trace["pre/encoder_ln_pre_out"] = x
+            trace["pre/decoder_masked_2d_tokens"] = self.decoder.queries(images.shape[0])
+        return RolloutState(x, targets)
+
+    def bottleneck(self, factorized: torch.Tensor, trace: dict | None = None, t: int = 0):
+        """Factorised latents [B, L, d] -> (decoder latents, ids or None, quantiser loss)."""
+        if self.quantizer is None:
+            return factorized, None, factorized.new_zeros(())
+        q = self.quantizer(factorized)
+        if trace is not None:
+            trace[f"iter{t}/quantizer_commitment_loss"] = q.commitment_loss
+            trace[f"iter{t}/quantizer_codebook_loss"] = q.codebook_loss
+        return q.latents, q.ids, q.loss
+
+    def decode_latents(self, latents: torch.Tensor, trace: dict | None = None, t: int = 0):
+        """Latents [B, L, d] -> (base logits [B, N, K] or None, predicted code [B, N, Cb])."""
+        out = self.decoder(latents, trace, t)
+        if not self.is_vqgan:
+            return None, out
+        # the soft code trains the decoder only: no gradient reaches the base codebook
+        codes = out.softmax(-1) @ self.base.codebook.detach()  # [B, N, Cb]
+        return out, codes
+
+    def iterate(self, state: RolloutState, t: int, halting: Halting, trace: dict | None = None,
+                last: bool = False) -> Step:
+        """Run iteration t on the state (advancing it to t + 1 unless last)."""
+        if trace is not None:
+            trace[f"iter{t}/encoder_in"] = state.x
+        x = self.encoder.blocks(state.x)  # [B, 1+N+L, W]
+        if trace is not None:
+            trace[f"iter{t}/encoder_out"] = x
+        factorized = self.encoder.latents(x, trace, t)  # [B, L, d]
+        latents, ids, qloss = self.bottleneck(factorized, trace, t)
+        logits, codes = self.decode_latents(latents, trace, t)
+        if trace is not None:
+            _trace_step(trace, t, latents, ids, qloss, logits, codes, state.targets)
+        halted = None
+        if halting.mode != "off" and (not last or trace is not None):
+            # the paper's code also halts after the last iteration; that changes no output
+            gt_prob = err = None
+            if logits is not None:
+                gt_prob = logits.softmax(-1).gather(-1, state.targets.ids[..., None])[..., 0]
+            else:
+                err = (codes - state.targets.codes).abs().mean(-1)
+            halted = halting.mask(t, gt_prob, err, trace)
+            if halted is not None:
+                x = self.encoder.halt(x, halted)
+            if trace is not None:
+                trace[f"iter{t}/halting_x_out"] = x
+        state.x = x if last else self.encoder.grow(x, t + 1)
+        return Step(latents, ids, logits, codes, qloss, halted)
+
+    def resolve_halting(self, halting: str | Halting | None, device: torch.device) -> Halting:
+        if isinstance(halting, Halting):
+            return halting
+        mode = self.config.halting if halting is None else halting
+        gen = None
+        if mode == "paper":
+            # a fixed seed: the same call on the same images gives the same result
+            gen = torch.Generator(device=device).manual_seed(0)
+        return Halting(mode, self.config.halting_threshold, gen)
+
+    # --- the public contract -------------------------------------------------------------------
+    def rollout(self, images: torch.Tensor, halting: str | Halting | None = None, *,
+                num_iters: int | None = None, pixels: bool = True,
+                generator: torch.Generator | None = None, trace: dict | None = None) -> Rollout:
+        """Every length at once (DESIGN 2.1). images: float [B, 3, H, W] in [0, 1].
+
+        halting: "off", "threshold", "paper", a `Halting` (for injected draws), or None for the
+        model's default. num_iters: run only the first iterations. pixels: decode images too.
+        generator: VAE posterior sampling, when the base samples.
+        """
+        check_images(images, self.config.image_size)
+        T = self.config.num_iters if num_iters is None else num_iters
+        if not 1 <= T <= self.config.num_iters:
+            raise ValueError(f"num_iters must be in 1..{self.config.num_iters}, got {T}")
+        halt = self.resolve_halting(halting, images.device)
+        state = self.start(images, generator, trace)
+        steps = []
+        for t in range(T):
+            step = self.iterate(state, t, halt, trace, last=t == T - 1)
+            steps.append(step)
+        recons = None
+        if pixels:
+            recons = [self.codes_to_images(s.codes) for s in steps]
+            if trace is not None:
+                for t, r in enumerate(recons):
+                    trace[f"iter{t}/reconstructed_imgs"] = r
+        quantized = self.quantizer is not None
+        return Rollout(
+            latents=[s.latents for s in steps],
+            ids=[s.ids for s in steps] if quantized else None,
+            logits=[s.logits for s in steps] if self.is_vqgan else None,
+            codes=[s.codes for s in steps],
+            reconstructions=recons,
+            targets=state.targets,
+            quantizer_losses=[s.quantizer_loss for s in steps],
+            halted=[s.halted for s in steps],
+        )
+
+    def latents_from_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.quantizer is None:
+            raise ValueError("this model has continuous latents: it has no token ids")
+        return self.quantizer.lookup(ids)
+
+
+def check_images(images: torch.Tensor, size: int) -> None:
+    """Raise ValueError unless images is float [B, 3, size, size] with values in [0, 1]."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"expected images as a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (size, size):
+        raise ValueError(f"expected images of shape [B, 3, {size}, {size}], got {list(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype} "
+                         f"(divide uint8 images by 255)")
+    if images.shape[0] == 0:
+        raise ValueError("expected at least one image, got an empty batch")
+    lo, hi = images.min().item(), images.max().item()
+    if lo < -1e-3 or hi > 1 + 1e-3 or lo != lo or hi != hi:
+        raise ValueError(f"expected images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+
+
+def _trace_step(trace, t, latents, ids, qloss, logits, codes, targets):
+    if ids is not None:
+        trace[f"iter{t}/latent_quantized"] = latents
+        trace[f"iter{t}/quantizer_indices"] = ids
+        trace[f"iter{t}/quantizer_loss"] = qloss
+    if logits is not None:
+        trace[f"iter{t}/decoder_logits"] = logits
+        trace[f"iter{t}/pred_gt_index_prob"] = logits.softmax(-1).gather(-1, targets.ids[..., None])[..., 0]
+    trace[f"iter{t}/decoded_code"] = codes
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)

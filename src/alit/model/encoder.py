@@ -1,0 +1,82 @@
+"""The recurrent encoder: image tokens plus a growing set of latent tokens, one pass per iteration."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .layers import Transformer
+
+
+def _embedding(*shape: int) -> nn.Parameter:
+    return nn.Parameter(shape[-1] ** -0.5 * torch.randn(*shape))
+
+
+class RecurrentEncoder(nn.Module):
+    """Builds the sequence [cls ; N image tokens ; latents of iterations 0..t] and refines it.
+
+    Every iteration re-encodes all latents: the code of length 2 L0 is not a prefix extension of
+    the code of length L0.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        W, N, L0 = cfg.encoder_width, cfg.num_image_tokens, cfg.tokens_per_iter
+        # the pixels' own patch features fill the channels the base features leave free
+        self.patch_embed = nn.Conv2d(3, W - cfg.base.latent_channels, cfg.patch_size, cfg.patch_size)
+        self.cls = _embedding(1, W)
+        self.pos = _embedding(1 + N, W)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, W))
+        self.latent_tokens = _embedding(L0, W)
+        self.latent_pos = _embedding(L0, W)
+        self.step_emb = _embedding(cfg.num_iters, L0, W)
+        self.ln_pre = nn.LayerNorm(W)
+        self.ln_recur = nn.LayerNorm(W)
+        self.blocks = Transformer(W, cfg.encoder_depth, cfg.encoder_heads)
+        self.ln_post = nn.LayerNorm(W)
+        self.to_latent = nn.Linear(W, cfg.latent_dim) if cfg.factorize else nn.Identity()
+        self.num_image_tokens = N
+
+    def image_tokens(self, images: torch.Tensor, features: torch.Tensor, trace: dict | None = None):
+        """images [B, 3, H, W], base features [B, Cb, G, G] -> unit-norm tokens [B, N, W]."""
+        patches = self.patch_embed(images)  # [B, W - Cb, G, G]
+        if trace is not None:
+            trace["pre/patch_embed_out"] = patches
+        tokens = torch.cat([features, patches], 1).flatten(2).transpose(1, 2)  # [B, N, W]
+        return F.normalize(tokens, dim=-1)
+
+    def _seed(self, t: int, batch: int) -> torch.Tensor:
+        seed = self.latent_tokens + self.latent_pos + self.step_emb[t]  # [L0, W]
+        return seed.expand(batch, -1, -1)
+
+    def start(self, tokens: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
+        """Image tokens [B, N, W] -> the iteration-0 sequence [B, 1+N+L0, W]."""
+        B = tokens.shape[0]
+        x = torch.cat([self.cls.expand(B, 1, -1), tokens], 1) + self.pos  # [B, 1+N, W]
+        x = torch.cat([x, self._seed(0, B)], 1)  # [B, 1+N+L0, W]
+        if trace is not None:
+            trace["pre/encoder_ln_pre_in"] = x
+        return self.ln_pre(x)
+
+    def grow(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """Append the latent seed of iteration t; the whole sequence goes through ln_recur."""
+        return self.ln_recur(torch.cat([x, self._seed(t, x.shape[0])], 1))
+
+    def latents(self, x: torch.Tensor, trace: dict | None = None, t: int = 0) -> torch.Tensor:
+        """Encoder output [B, 1+N+L, W] -> factorised latents [B, L, d]."""
+        z = x[:, 1 + self.num_image_tokens:]  # [B, L, W]
+        zn = self.ln_post(z)
+        out = self.to_latent(zn)
+        if trace is not None:
+            trace[f"iter{t}/latent_tokens_pre_ln_post"] = z
+            trace[f"iter{t}/latent_tokens_post_ln_post"] = zn
+            trace[f"iter{t}/latent_factorized"] = out
+        return out
+
+    def halt(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Replace halted image tokens (mask [B, N] bool) by mask_token + their position."""
+        N = self.num_image_tokens
+        masked = (self.mask_token + self.pos[1:1 + N]).expand(x.shape[0], -1, -1)  # [B, N, W]
+        image = torch.where(mask[..., None], masked, x[:, 1:1 + N])
+        return torch.cat([x[:, :1], image, x[:, 1 + N:]], 1)

@@ -1,0 +1,55 @@
+"""Transformer pieces shared by the recurrent encoder and the latent decoder."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Full bidirectional multi-head self-attention with a packed q/k/v projection (rows q, k, v)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, S, D = x.shape
+        qkv = self.qkv(x).view(B, S, 3, self.heads, D // self.heads)  # [B, S, 3, h, D/h]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, h, S, D/h]
+        y = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(D/h), no mask
+        return self.proj(y.transpose(1, 2).reshape(B, S, D))
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int, ratio: int = 4):
+        super().__init__()
+        self.fc = nn.Linear(width, ratio * width)
+        self.proj = nn.Linear(ratio * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))  # exact (erf) GELU, as the paper's models
+
+
+class Block(nn.Module):
+    """Pre-LN residual block: x + attn(ln1 x), then x + mlp(ln2 x)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = MLP(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class Transformer(nn.Sequential):
+    """A stack of blocks with no final LayerNorm (callers own their norms)."""
+
+    def __init__(self, width: int, depth: int, heads: int):
+        super().__init__(*[Block(width, heads) for _ in range(depth)])

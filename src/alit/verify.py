@@ -1,0 +1,276 @@
+"""`alit verify-reference`: recompute a reference case of the paper's code and compare.
+
+A case folder holds config.json, state_dict.pt (paper key layout), inputs.pt, outputs.pt,
+outputs_halting.pt, optionally outputs_halting_fixed_variant.pt, and train_loss.json
+(format: shared/reference/README.md). The model is built from the state dict by the same
+conversion as `alit convert`; every stored tensor and loss is recomputed.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .convert import convert_state, map_alit_key, pick_state_dict, read_checkpoint
+from .errors import AlitError
+from .losses.distill import distill_loss
+from .model.halting import Halting
+from .tokenizer import AdaptiveTokenizer
+
+# (atol, rtol) by kind; integer tensors must be equal. From the reference README.
+TOLERANCES = {"tokens": (1e-5, 1e-5), "images": (1e-4, 0.0), "losses": (1e-6, 1e-5),
+              "grad_norms": (0.0, 1e-5), "integer": (0.0, 0.0)}
+
+
+@dataclass
+class Check:
+    file: str
+    key: str
+    kind: str
+    max_abs: float
+    max_rel: float
+    ok: bool
+    note: str = ""
+
+    def line(self) -> str:
+        status = "ok  " if self.ok else "FAIL"
+        if self.note and math.isnan(self.max_abs):
+            return f"{status} {self.file}:{self.key}  {self.note}"
+        return (f"{status} {self.file}:{self.key}  [{self.kind}] max_abs {self.max_abs:.3g}  "
+                f"max_rel {self.max_rel:.3g}{'  ' + self.note if self.note else ''}")
+
+
+def kind_of(key: str, ref: torch.Tensor) -> str:
+    if not ref.is_floating_point():
+        return "integer"
+    if ref.ndim == 4 and ref.shape[1] == 3 and ("decode" in key or "reconstructed" in key):
+        return "images"
+    if ref.ndim == 0 or "loss" in key:
+        return "losses"
+    return "tokens"
+
+
+def compare(file: str, key: str, ours, ref: torch.Tensor, kind: str | None = None) -> Check:
+    kind = kind or kind_of(key, ref)
+    if ours is None:
+        return Check(file, key, kind, math.nan, math.nan, False, "cannot compute this key")
+    ours = torch.as_tensor(ours).detach().cpu()
+    if tuple(ours.shape) != tuple(ref.shape):
+        return Check(file, key, kind, math.nan, math.nan, False,
+                     f"shape {list(ours.shape)} != reference {list(ref.shape)}")
+    if kind == "integer" or ref.dtype == torch.bool:
+        diff = (ours.to(torch.float64) - ref.to(torch.float64)).abs()
+        m = diff.max().item() if diff.numel() else 0.0
+        return Check(file, key, kind, m, m, m == 0)
+    a, b = ours.to(torch.float64), ref.to(torch.float64)
+    diff = (a - b).abs()
+    atol, rtol = TOLERANCES[kind]
+    max_abs = diff.max().item() if diff.numel() else 0.0
+    max_rel = max_abs / max(b.abs().max().item(), 1e-12) if diff.numel() else 0.0
+    ok = bool((diff <= atol + rtol * b.abs()).all())
+    return Check(file, key, kind, max_abs, max_rel, ok)
+
+
+class Case:
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if not (self.folder / "config.json").is_file():
+            raise AlitError(f"{self.folder}: not a reference case (no config.json)")
+        self.meta = json.loads((self.folder / "config.json").read_text())
+        args = self.meta["adaptive_constructor_args"]
+        state = pick_state_dict(read_checkpoint(self.folder / "state_dict.pt"))
+        ours, config = convert_state(state, heads=args["encoder_num_heads"],
+                                     decoder_heads=args["decoder_num_heads"])
+        self._check_config(config, args)
+        self.model = AdaptiveTokenizer(config)
+        self.model.load_state_dict(ours)
+        self.model.eval()
+        # our parameter name -> the paper's top-level module name (for gradient norms)
+        self.paper_group = {}
+        for k in state:
+            new = map_alit_key(k)
+            if new is not None:
+                self.paper_group[new] = k.split(".")[0]
+        self.images = torch.load(self.folder / "inputs.pt", weights_only=True)["images"]
+
+    def _check_config(self, config, args) -> None:
+        expected = {"image_size": args["img_size"], "patch_size": args["patch_size"],
+                    "encoder_width": args["encoder_width"], "decoder_width": args["decoder_width"],
+                    "encoder_depth": args["encoder_num_layers"], "decoder_depth": args["decoder_num_layers"],
+                    "tokens_per_iter": args["num_init_latent_tokens"], "num_iters": args["max_rollout_iters"],
+                    "quantize": args["quantize_latent"]}
+        for name, value in expected.items():
+            if getattr(config, name) != value:
+                raise AlitError(f"{self.folder}: inferred {name}={getattr(config, name)} but "
+                                f"config.json says {value}")
+
+    # --- the tensors of one forward pass ------------------------------------------------------
+    def forward_trace(self, halting: Halting) -> dict:
+        trace = {}
+        with torch.no_grad():
+            self.model.rollout(self.images, halting, trace=trace)
+        return trace
+
+    def base_tensors(self) -> dict:
+        m, x = self.model, self.images
+        out = {}
+        with torch.no_grad():
+            if m.is_vqgan:
+                h = m.base.encode(x)
+                ids = m.base.quantize_ids(h)
+                code = m.base.codebook[ids].transpose(1, 2).reshape(h.shape)  # [B, C, G, G]
+                z_q = h + (code - h)  # the straight-through form the paper stores
+                out.update({"base/encoder_out_h": h, "base/gt_indices": ids, "base/z_q": z_q,
+                            "base/decode_z_q": m.base.decode(z_q),
+                            "base/decode_codebook_gt": m.base.decode(code)})
+            else:
+                mean, logvar = m.base.moments(x)
+                scaled = mean * m.config.base.scale_factor
+                out.update({"base/posterior_mean": mean, "base/posterior_logvar_clamped": logvar,
+                            "base/gt_latent_scaled": scaled,
+                            "base/decode_gt_latent_scaled": m.base.decode(scaled),
+                            "base/decode_posterior_mean": m.base.decode(mean)})
+        return out
+
+    def encode_tensors(self, trace: dict, threshold: float) -> dict:
+        """The paper's encode(): first iteration whose batch-mean L1 is below the threshold."""
+        T = self.model.config.num_iters
+        l1 = torch.stack([(trace[f"iter{t}/reconstructed_imgs"] - self.images).abs().mean()
+                          for t in range(T)])
+        below = (l1 < threshold).nonzero()
+        it = int(below[0]) if len(below) else int(l1.argmin())
+        return {"encode/per_iter_batch_mean_l1": l1, "encode/returned_iter": torch.tensor(it),
+                "encode/num_latent_tokens": torch.tensor((it + 1) * self.model.config.tokens_per_iter)}
+
+    # --- the checks, file by file --------------------------------------------------------------
+    def check_outputs(self, name: str = "outputs.pt") -> list[Check]:
+        ref = torch.load(self.folder / name, weights_only=True)
+        ours = self.forward_trace(Halting("off"))
+        ours.update(self.base_tensors())
+        if "encode/threshold" in ref:
+            thr = float(ref["encode/threshold"])
+            ours.update(self.encode_tensors(ours, thr))
+            ours["encode/threshold"] = torch.tensor(thr)  # an input of the check, echoed
+        return [compare(name, k, ours.get(k), v) for k, v in ref.items()]
+
+    def check_halting(self, name: str, mode: str) -> list[Check]:
+        ref = torch.load(self.folder / name, weights_only=True)
+        thr = float(ref["halting_meta/threshold"])
+        T = self.model.config.num_iters
+        draws = None
+        if self.model.is_vqgan and mode == "paper":
+            draws = [ref.get(f"iter{t}/bernoulli_draw") for t in range(T)]
+            if any(d is None for d in draws):
+                return [Check(name, "iter*/bernoulli_draw", "integer", math.nan, math.nan, False,
+                              "the stored Bernoulli draws are needed to check stochastic halting")]
+        ours = self.forward_trace(Halting(mode, thr, draws=draws))
+        masks = [ours.get(f"iter{t}/drop_mask", ours.get(f"iter{t}/intended_drop_mask")) for t in range(T)]
+        if mode == "paper" and not self.model.is_vqgan:
+            masks = [torch.zeros_like(m) for m in masks]  # the paper's VAE halting is a no-op
+        if all(m is not None for m in masks):
+            ours["halting_meta/num_dropped_per_iter"] = torch.stack([m.sum() for m in masks]).float()
+        ours["halting_meta/threshold"] = torch.tensor(thr)
+        if "halting_meta/bernoulli_seed" in ref:  # how the stored draws were made: an input
+            ours["halting_meta/bernoulli_seed"] = ref["halting_meta/bernoulli_seed"]
+        if "halting_meta/identical_to_no_halting" in ref:
+            plain = self.forward_trace(Halting("off"))
+            same = all(torch.equal(ours[k], plain[k]) for k in plain if k in ours and "halting" not in k)
+            ours["halting_meta/identical_to_no_halting"] = torch.tensor(same)
+        if "halting_meta/NOT_OFFICIAL_fixed_indexing_bug" in ref:
+            ours["halting_meta/NOT_OFFICIAL_fixed_indexing_bug"] = torch.tensor(mode == "threshold")
+        return [compare(name, k, ours.get(k), v) for k, v in ref.items()]
+
+    def check_train_loss(self, name: str = "train_loss.json") -> list[Check]:
+        ref = json.loads((self.folder / name).read_text())
+        # settings of the stored run that we reproduce: every iteration's loss, no halting
+        settings = {"sample_grad_iters": -1, "dynamic_halting": False}
+        for key, value in settings.items():
+            actual = ref.pop(key, value)
+            if actual != value:
+                return [Check(name, key, "losses", math.nan, math.nan, False,
+                              f"cannot reproduce a run with {key}={actual!r} (only {value!r})")]
+        model = self.model
+        model.train()
+        model.base.requires_grad_(False)
+        model.zero_grad(set_to_none=True)
+        try:
+            weights = ref.get("lambda_loss_weight")
+            roll = model.rollout(self.images, "off", pixels=False)
+            loss = distill_loss(roll, weights) if weights else distill_loss(roll)
+            loss.total.backward()
+        finally:
+            model.eval()
+            model.base.requires_grad_(True)
+        checks = [compare(name, "total_loss", loss.total, torch.tensor(ref["total_loss"]), "losses")]
+        if "total_loss_recomputed_from_parts" in ref:
+            parts = sum(float(w) * (n if n is not None else c).item() + (c.item() if n is not None else 0.0)
+                        + q.item() for w, n, c, q in zip(weights or [1.0] * 8, loss.nll, loss.code, loss.quantizer))
+            checks.append(compare(name, "total_loss_recomputed_from_parts", torch.tensor(parts),
+                                  torch.tensor(ref["total_loss_recomputed_from_parts"]), "losses"))
+        names = {"nll_loss": loss.nll, "code_loss": loss.code, "quantization_loss": loss.quantizer}
+        for entry in ref.get("per_iter", []):
+            t = entry["iter"]
+            for key, value in entry.items():
+                if key == "iter":
+                    continue
+                ours = names[key][t] if key in names and t < len(names[key]) else None
+                checks.append(compare(name, f"per_iter[{t}].{key}", ours, torch.tensor(value), "losses"))
+        grads: dict[str, float] = {}
+        without = []
+        for pname, p in model.named_parameters():
+            if pname.startswith("base."):
+                continue
+            group = self.paper_group.get(pname, pname)
+            if p.grad is None:
+                without.append(group)
+                continue
+            grads[group] = grads.get(group, 0.0) + p.grad.double().pow(2).sum().item()
+        for group, value in ref.get("grad_l2_norm_by_top_level_module", {}).items():
+            ours = math.sqrt(grads[group]) if group in grads else None
+            checks.append(compare(name, f"grad_l2_norm[{group}]", None if ours is None else torch.tensor(ours),
+                                  torch.tensor(value, dtype=torch.float64), "grad_norms"))
+        if "trainable_params_without_grad" in ref:
+            same = sorted(set(without)) == sorted(ref["trainable_params_without_grad"])
+            checks.append(Check(name, "trainable_params_without_grad", "integer", math.nan, math.nan, same,
+                                f"ours {sorted(set(without))}, reference {ref['trainable_params_without_grad']}"))
+        for key in ("total_loss", "per_iter", "grad_l2_norm_by_top_level_module", "total_loss_recomputed_from_parts",
+                    "trainable_params_without_grad", "lambda_loss_weight"):
+            ref.pop(key, None)
+        for key, value in ref.items():  # anything else numeric is a quantity we do not know
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                checks.append(Check(name, key, "losses", math.nan, math.nan, False, "cannot compute this key"))
+        return checks
+
+    def run(self) -> list[Check]:
+        checks = []
+        if (self.folder / "outputs.pt").is_file():
+            checks += self.check_outputs()
+        if (self.folder / "outputs_halting.pt").is_file():
+            checks += self.check_halting("outputs_halting.pt", "paper")
+        if (self.folder / "outputs_halting_fixed_variant.pt").is_file():
+            checks += self.check_halting("outputs_halting_fixed_variant.pt", "threshold")
+        if (self.folder / "train_loss.json").is_file():
+            checks += self.check_train_loss()
+        if not checks:
+            raise AlitError(f"{self.folder}: no outputs.pt, outputs_halting.pt or train_loss.json to check")
+        return checks
+
+
+def summarize(checks: list[Check]) -> dict[str, tuple[float, float]]:
+    """Largest (abs, rel) error per kind."""
+    out: dict[str, tuple[float, float]] = {}
+    for c in checks:
+        if math.isnan(c.max_abs):
+            continue
+        a, r = out.get(c.kind, (0.0, 0.0))
+        out[c.kind] = (max(a, c.max_abs), max(r, c.max_rel))
+    return out
+
+
+def verify_case(folder: str | Path) -> list[Check]:
+    torch.manual_seed(0)
+    return Case(folder).run()
+
