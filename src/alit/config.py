@@ -94,6 +94,9 @@ class ModelConfig:
                              f"channels {self.base.latent_channels} (they share the image tokens)")
         if self.max_tokens > self.max_latent_positions:
             raise ValueError(f"{self.max_tokens} tokens exceed max_latent_positions {self.max_latent_positions}")
+        if not self.factorize and self.decoder_width != self.encoder_width:
+            raise ValueError("unfactorised latents need decoder_width == encoder_width "
+                             f"(got {self.decoder_width} and {self.encoder_width})")
         if not self.factorize and self.latent_dim != self.encoder_width:
             object.__setattr__(self, "latent_dim", self.encoder_width)
 

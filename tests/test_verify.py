@@ -1,0 +1,57 @@
+"""Every shipped reference case of the paper's code is reproduced within the README's tolerances."""
+import shutil
+
+import pytest
+import torch
+
+from alit.verify import TOLERANCES, verify_case, summarize
+
+from conftest import REFERENCE, run_alit
+
+CASES = sorted(p.name for p in REFERENCE.iterdir() if (p / "state_dict.pt").is_file())
+
+
+def test_there_are_reference_cases():
+    assert {"vqgan_quantized_tiny", "vae_continuous_tiny"} <= set(CASES)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_reference_case_within_tolerance(case):
+    checks = verify_case(REFERENCE / case)
+    failing = [c.line() for c in checks if not c.ok]
+    assert failing == []
+    keys = {c.key for c in checks}
+    # every stored tensor is recomputed: the integer outputs exactly
+    assert any(k.endswith("reconstructed_imgs") for k in keys)
+    assert "total_loss" in keys
+    worst = summarize(checks)
+    assert worst["integer"] == (0.0, 0.0)
+    assert worst["tokens"][0] <= TOLERANCES["tokens"][0] * 2  # atol + rtol * |ref|, |ref| ~ 1
+
+
+def test_cli_passes_every_case_and_fails_a_tampered_one(tmp_path):
+    ok = run_alit("verify-reference", *(REFERENCE / c for c in CASES))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "largest error [tokens]" in ok.stdout
+
+    case = tmp_path / "tampered"
+    shutil.copytree(REFERENCE / "vqgan_quantized_tiny", case)
+    out = torch.load(case / "outputs.pt", weights_only=True)
+    out["iter3/decoded_code"] = out["iter3/decoded_code"] + 1e-3  # a plausible small mistake
+    out["iter2/quantizer_indices"][0, 0] += 1
+    out["iter9/something_new"] = torch.zeros(2)
+    (case / "outputs.pt").chmod(0o644)
+    torch.save(out, case / "outputs.pt")
+    bad = run_alit("verify-reference", case)
+    assert bad.returncode == 1
+    fails = [line for line in bad.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(fails) == 3, bad.stdout
+    assert any("iter3/decoded_code" in f for f in fails)
+    assert any("iter2/quantizer_indices" in f for f in fails)
+    assert any("iter9/something_new" in f and "cannot compute" in f for f in fails)
+
+
+def test_cli_rejects_a_folder_that_is_not_a_case(tmp_path):
+    r = run_alit("verify-reference", tmp_path)
+    assert r.returncode == 2
+    assert "not a reference case" in r.stderr and "Traceback" not in r.stderr
