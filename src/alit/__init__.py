@@ -1,5 +1,7 @@
 """alit: adaptive-length image tokenization via recurrent allocation (ALIT, ICLR 2025)."""
 from .config import BaseConfig, ModelConfig
+from .criteria import L1Below, MSEBelow, PSNRAbove
+from .encoding import Encoding
 from .errors import AlitError
 from .model.alit import Rollout
 from .model.halting import Halting
@@ -7,5 +9,5 @@ from .presets import PRESETS, preset
 from .tokenizer import AdaptiveTokenizer, build, load
 
 __version__ = "0.1.0"
-__all__ = ["AdaptiveTokenizer", "AlitError", "BaseConfig", "Halting", "ModelConfig", "PRESETS",
-           "Rollout", "build", "load", "preset"]
+__all__ = ["AdaptiveTokenizer", "AlitError", "BaseConfig", "Encoding", "Halting", "L1Below", "MSEBelow",
+           "ModelConfig", "PRESETS", "PSNRAbove", "Rollout", "build", "load", "preset"]

@@ -1,15 +1,160 @@
 """The user-facing tokenizer: the ALIT model plus building and loading by name."""
 from __future__ import annotations
 
+import numbers
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .config import ModelConfig
-from .model.alit import ALIT
+from .criteria import criterion_answer
+from .encoding import Encoding, model_fingerprint
+from .model.alit import ALIT, check_images
+from .model.halting import Halting
 from .presets import preset
 
 
 class AdaptiveTokenizer(ALIT):
     """An ALIT model with the public API of DESIGN 2.1 (`rollout`; `encode` / `decode`)."""
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, num_tokens: int | torch.Tensor | None = None, criterion=None, *,
+               halting: str | Halting | None = None, generator: torch.Generator | None = None) -> Encoding:
+        """Tokens of each image, at a fixed budget or at the shortest length a criterion accepts.
+
+        images: float [B, 3, H, W] in [0, 1] at `config.image_size` (computed on the model's device).
+        num_tokens: an int, or a LongTensor [B] with a budget per image; each one of `config.lengths`.
+        criterion: `c(images, reconstructions) -> BoolTensor[B]` (see `alit.criteria`); each image
+            gets the shortest length it accepts, the longest when none does.
+        halting: as `rollout` (None: the model's default). generator: VAE posterior sampling.
+
+        The recurrence stops once every image has its length, and an image leaves the batch as soon
+        as it has one, so it costs nothing more; `enc.iterations` is the most any image needed. A
+        fixed budget never decodes pixels. Each image gets the tokens `rollout` gives it at its
+        length (halting draws of the "paper" mode included: they do not depend on the batch).
+        """
+        if (num_tokens is None) == (criterion is None):
+            raise ValueError("encode needs exactly one of num_tokens= (a budget: an int or a LongTensor [B]) "
+                             "and criterion= (e.g. alit.L1Below(0.07))")
+        if criterion is not None and not callable(criterion):
+            raise ValueError(f"criterion must be callable as c(images, reconstructions), got "
+                             f"{type(criterion).__name__}")
+        check_images(images, self.config.image_size)
+        param = next(self.parameters())
+        device = param.device
+        images = images.to(device, param.dtype)  # the caller's own tensor when it already matches
+        B, L0, T = images.shape[0], self.config.tokens_per_iter, self.config.num_iters
+        if num_tokens is not None:
+            need = self._budgets(num_tokens, B).to(device)  # [B] iterations each image needs
+            T = int(need.max())
+        halt = _BatchStableHalting.of(self.resolve_halting(halting, device), B, device)
+        if generator is None and not self.is_vqgan and self.config.base.sample_posterior:
+            generator = torch.Generator(device=device).manual_seed(0)  # same call, same result
+
+        lengths = torch.zeros(B, dtype=torch.long, device=device)
+        latents = images.new_zeros(B, T * L0, self.config.latent_dim)  # [B, Lmax, d]
+        ids = None if self.quantizer is None else torch.full((B, T * L0), -1, dtype=torch.long, device=device)
+        state = self.start(images, generator)
+        active = torch.arange(B, device=device)  # caller's rows still in the batch
+        subset = images  # the caller's images still in the batch
+        for t in range(T):
+            step = self.iterate(state, t, halt, last=t == T - 1)
+            if t == T - 1:
+                done = torch.ones(len(active), dtype=torch.bool, device=device)
+            elif num_tokens is not None:
+                done = need[active] == t + 1
+            else:
+                recons = self.codes_to_images(step.codes)  # [b, 3, H, W] raw
+                done = criterion_answer(criterion(subset, recons), len(active), device)
+            L, rows = L0 * (t + 1), active[done]
+            lengths[rows] = L
+            latents[rows, :L] = step.latents[done]
+            if ids is not None:
+                ids[rows, :L] = step.ids[done]
+            if bool(done.all()):
+                break
+            if bool(done.any()):
+                # finished images leave the batch: later iterations run on the rest only
+                keep = ~done
+                state.select(keep)
+                active, subset = active[keep], subset[keep]
+                halt.rows = active
+        Lmax = int(lengths.max())
+        return Encoding(lengths, None if ids is None else ids[:, :Lmax], latents[:, :Lmax], t + 1,
+                        model_fingerprint(self))
+
+    @torch.no_grad()
+    def decode(self, enc: Encoding, *, batched: bool = False) -> torch.Tensor:
+        """Images [B, 3, H, W] clamped to [0, 1] from an Encoding this model made.
+
+        A quantised model decodes the ids (through its codebook), a continuous one the latents.
+        Each image is decoded alone, so the result equals decoding it by itself exactly, whatever
+        else is in the batch. batched=True decodes images of one length together: faster on a GPU,
+        but equal only up to float rounding (batched kernels round differently).
+        """
+        if not isinstance(enc, Encoding):
+            raise ValueError(f"decode expects an alit.Encoding (from encode, Encoding.load or "
+                             f"Encoding.from_ids), got {type(enc).__name__}")
+        enc.check_model(self)
+        param = next(self.parameters())
+        if enc.ids is not None:
+            latents = self.latents_from_ids(enc.ids.to(param.device).clamp(min=0))  # [B, Lmax, d]
+        else:
+            latents = enc.latents.to(param.device, param.dtype)
+        lengths = enc.lengths.tolist()
+        if batched:
+            groups = [[i for i, n in enumerate(lengths) if n == L] for L in sorted(set(lengths))]
+        else:
+            groups = [[i] for i in range(len(lengths))]
+        S = self.config.image_size
+        out = latents.new_empty(len(lengths), 3, S, S)
+        for rows in groups:
+            _, codes = self.decode_latents(latents[rows, :lengths[rows[0]]])  # [b, N, Cb]
+            out[rows] = self.codes_to_images(codes).clamp(0, 1)
+        return out
+
+    def fingerprint(self) -> str:
+        """The identity an Encoding records: a hash of the config and a sample of every weight."""
+        return model_fingerprint(self)
+
+    def _budgets(self, num_tokens, B: int) -> torch.Tensor:
+        """num_tokens (int or [B]) -> iterations per image [B], each a length of this model."""
+        allowed = self.config.lengths
+        if isinstance(num_tokens, numbers.Integral) and not isinstance(num_tokens, bool):
+            num_tokens = torch.full((B,), int(num_tokens), dtype=torch.long)
+        elif not (isinstance(num_tokens, torch.Tensor) and num_tokens.shape == (B,)
+                  and not num_tokens.is_floating_point() and num_tokens.dtype != torch.bool):
+            got = (f"{num_tokens.dtype} tensor of shape {list(num_tokens.shape)}"
+                   if isinstance(num_tokens, torch.Tensor) else repr(num_tokens))
+            raise ValueError(f"num_tokens must be an int or an integer tensor of shape [{B}] (one budget "
+                             f"per image), got {got}")
+        bad = sorted({int(n) for n in num_tokens.tolist()} - set(allowed))
+        if bad:
+            raise ValueError(f"num_tokens {bad[0] if len(bad) == 1 else bad} is not a length of this model; "
+                             f"choose from {allowed}")
+        return num_tokens.long() // self.config.tokens_per_iter
+
+
+@dataclass
+class _BatchStableHalting(Halting):
+    """Halting whose random draws do not depend on which images are still in the batch.
+
+    Draws are made for the caller's whole batch (rows that have left hold p = 0) and the rows still
+    present are kept, so `encode` halts each image's tokens exactly as `rollout` would.
+    """
+
+    rows: torch.Tensor | None = None  # caller's rows still in the batch
+    batch: int = 0                    # the caller's batch size
+
+    @classmethod
+    def of(cls, h: Halting, batch: int, device: torch.device) -> "_BatchStableHalting":
+        return cls(h.mode, h.threshold, h.generator, h.draws, torch.arange(batch, device=device), batch)
+
+    def _draw(self, t: int, p: torch.Tensor) -> torch.Tensor:
+        full = p.new_zeros(self.batch, p.shape[1])  # [B_caller, N]
+        full[self.rows] = p.detach()
+        return super()._draw(t, full)[self.rows]
 
 
 def build(preset_or_config: str | ModelConfig = "tiny", **overrides) -> AdaptiveTokenizer:
