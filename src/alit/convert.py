@@ -4,13 +4,24 @@ Accepted sources (DESIGN 2.3): a released ALIT `.pth` (`{"model", "ema", "optimi
 "scaler", "args", ...}`), the MAGE VQGAN `.ckpt` (top level or its `state_dict`), the MAR KL-16
 `.ckpt` (its `model`), or a bare state dict of any of them. Files are read with
 `torch.load(weights_only=True)` and an allow-list: a file that would run code is refused, unread.
+
+Peak memory stays near one copy of the weights that are kept: zip-format files are memory-mapped,
+nothing is read for the parts that are dropped (`gan_losses.*`, the other of `ema` / `model`,
+optimizer state), the model used to check shapes lives on the meta device, and float32 tensors go
+to the safetensors writer without a copy.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import io
 import math
 import pickle
+import pickletools
 import re
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -43,7 +54,7 @@ ALIT_KEYS = {
     "decoder.transformer": "decoder.blocks",
     "decoder.ln_post": "decoder.ln_post",
     "decoder.ffn": "decoder.head",
-    "base_tokenizer.vqgan": "base",
+    "base_tokenizer.vqgan": "base",  # only the prefix of the detected base kind is accepted
     "base_tokenizer.vae": "base",
 }
 # Inside a transformer block: nn.MultiheadAttention's packed projection -> ours.
@@ -57,51 +68,210 @@ BLOCK_KEYS = {
     "mlp.c_proj": "mlp.proj",
 }
 DROPPED_PREFIXES = ("gan_losses.",)  # training-only: LPIPS + discriminators
-SAFE_GLOBALS = [argparse.Namespace]
+DROPPED_BASE_PREFIXES = ("loss.",)   # a base tokenizer's own training losses (taming / LDM layout)
+SAFE_GLOBALS = [argparse.Namespace]  # the training scripts pickle their `args`
+DDP_PREFIX = "module."               # a state dict taken from a DistributedDataParallel wrapper
+WEIGHT_ENTRIES = ("ema", "model", "state_dict")
 
 
 # --- reading a foreign file safely ----------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> dict:
     """torch.load with weights_only=True and our allow-list; unsafe files get a one-line AlitError."""
     path = Path(path)
+    if path.is_dir():
+        hint = (" (it is already converted: load it with alit.load)" if (path / "config.json").is_file()
+                else "")
+        raise AlitError(f"{path}: is a folder; give the checkpoint file (.pth / .ckpt / .pt){hint}")
     if not path.is_file():
         raise AlitError(f"{path}: no such checkpoint file")
+    head = _head(path)
+    if not head:
+        raise AlitError(f"{path}: the file is empty")
+    foreign = _foreign_format(head)
+    if foreign:
+        raise AlitError(f"{path}: not a PyTorch checkpoint ({foreign})")
+    zipped = head.startswith(b"PK\x03\x04")  # torch.save's zip format: it can be memory-mapped
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_zipped(path))
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+ [\w.]+|[\w.]+)", str(e))
-        what = found.group(1).replace(" ", ".") if found else "an object outside the allow-list"
-        raise AlitError(f"{path}: refused: loading it would import or run {what}; only tensors, "
-                        f"plain containers and argparse.Namespace are allowed") from None
-    except Exception as e:  # a truncated or foreign file
-        raise AlitError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+        with _allowed(SAFE_GLOBALS), warnings.catch_warnings():
+            # weights_only warns about pickle protocols above 2 before refusing or reading them
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
+    except Exception as e:
+        unsafe, is_pickle = unsafe_globals(path)
+        if unsafe:
+            more = f" (and {len(unsafe) - 3} more)" if len(unsafe) > 3 else ""
+            raise AlitError(f"{path}: refused: loading it would import {', '.join(unsafe[:3])}{more}; "
+                            f"only tensors, plain containers and argparse.Namespace are allowed") from None
+        if is_pickle and isinstance(e, pickle.UnpicklingError):
+            raise AlitError(f"{path}: a pickle that weights_only loading cannot read "
+                            f"({_weights_only_reason(e)}); only tensors, plain containers and "
+                            f"argparse.Namespace are allowed") from None
+        detail = (f"{type(e).__name__}: {_first_sentence(e)}" if zipped or is_pickle
+                  else "neither torch.save's zip format nor a pickle")
+        raise AlitError(f"{path}: not a readable PyTorch checkpoint, the file is truncated, damaged or "
+                        f"of another kind ({detail})") from None
     if not isinstance(obj, dict):
         raise AlitError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
 
 
-def _zipped(path: Path) -> bool:
+def _allowed(globals_: list):
+    """torch's safe_globals context (torch >= 2.5); before it, the process-wide allow-list."""
+    if hasattr(torch.serialization, "safe_globals"):
+        return torch.serialization.safe_globals(globals_)
+    torch.serialization.add_safe_globals(globals_)
+    return contextlib.nullcontext()
+
+
+def _head(path: Path, n: int = 16) -> bytes:
     with open(path, "rb") as f:
-        return f.read(4) == b"PK\x03\x04"  # mmap needs the zip format of torch.save
+        return f.read(n)
+
+
+def _foreign_format(head: bytes) -> str | None:
+    """A short name for common files that are certainly not checkpoints."""
+    if head.startswith(b"\x89PNG"):
+        return "it is a PNG image"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "it is a JPEG image"
+    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 30:
+        return "it is a safetensors file; ours are loaded with alit.load"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "it is a JSON / text file"
+    return None
+
+
+def _first_sentence(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return (text.split(". ")[0] or "no detail")[:200]
+
+
+def _weights_only_reason(e: Exception) -> str:
+    for line in str(e).splitlines():
+        if "Unsupported" in line or "operand" in line:
+            return line.strip()[:120]
+    return "unsupported pickle content"
+
+
+def unsafe_globals(path: str | Path) -> tuple[list[str], bool]:
+    """(the `module.name`s a pickled file would import that weights_only loading does not allow,
+    whether the file holds a well-formed pickle at all).
+
+    Read statically with pickletools, which executes nothing; used to name them when refusing.
+    """
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS}
+    try:  # torch's own allow-list (a private table; without it every global is named)
+        from torch._weights_only_unpickler import _get_allowed_globals
+        allowed |= set(_get_allowed_globals())
+    except Exception:  # pragma: no cover - depends on the torch version
+        pass
+    names, is_pickle = _pickle_globals(Path(path))
+    found = []
+    for name in names:
+        name = name.replace("__builtin__.", "builtins.")  # protocol-2 pickles use the Python 2 name
+        if name not in allowed and name not in found:
+            found.append(name)
+    return found, is_pickle
+
+
+def _pickle_globals(path: Path) -> tuple[list[str], bool]:
+    """(every global referenced by the pickle(s) in a torch.save zip or a plain / legacy pickle
+    file, whether the first pickle is well formed)."""
+    if _head(path, 4) == b"PK\x03\x04":  # torch.save's zip format; a damaged one is not scanned
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = [n for n in z.namelist() if n.endswith("data.pkl")]
+                streams = [z.read(n) for n in names[:1] if z.getinfo(n).file_size < 256 << 20]
+        except (zipfile.BadZipFile, OSError):
+            return [], False
+    else:
+        # the legacy torch format is several pickles in a row, then raw storage bytes
+        with open(path, "rb") as f:
+            streams = [f.read(64 << 20)]
+    found, parsed = [], 0
+    for data in streams:
+        stream = io.BytesIO(data)
+        for _ in range(8):  # pickles in a row; stops at the first thing that is not one
+            if stream.tell() >= len(data):
+                break
+            try:
+                _scan_pickle(stream, found)
+            except Exception:
+                break
+            parsed += 1
+    return found, parsed > 0
+
+
+def _scan_pickle(stream: io.BytesIO, found: list[str]) -> None:
+    """Append the globals of the pickle at the stream's position to found; stop after it."""
+    memo, recent = {}, []  # recent: the last values pushed (strings, else None), for STACK_GLOBAL
+    for op, arg, _ in pickletools.genops(stream):
+        name = op.name
+        if name == "GLOBAL":
+            found.append(arg.replace(" ", "."))
+            recent.append(None)
+        elif name == "STACK_GLOBAL":
+            if len(recent) >= 2 and isinstance(recent[-2], str) and isinstance(recent[-1], str):
+                found.append(f"{recent[-2]}.{recent[-1]}")
+            else:
+                found.append("<a global built at load time>")
+            recent.append(None)
+        elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
+                      "BINSTRING", "STRING"):
+            recent.append(arg if isinstance(arg, str) else None)
+        elif name == "MEMOIZE":
+            memo[len(memo)] = recent[-1] if recent else None
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = recent[-1] if recent else None
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            recent.append(memo.get(arg))
+        elif name not in ("PROTO", "FRAME"):
+            recent.append(None)
+        recent = recent[-2:]
+        if name == "STOP":
+            return
+
+
+def pick_weights(obj: dict, weights: str = "ema") -> tuple[str, dict[str, torch.Tensor]]:
+    """(which entry, the state dict) of a training checkpoint, or ("state dict", obj) if bare.
+
+    `ema` (the default) falls back to `model` and then `state_dict` when the file has no `ema`
+    entry (the paper's released files carry one, other training scripts may not); an explicit
+    `model` does not fall back. An entry that is present but holds no tensors is an error.
+    """
+    if weights not in ("ema", "model"):
+        raise AlitError(f"--weights must be 'ema' or 'model', got {weights!r}")
+    if _is_state(obj):
+        return "state dict", _strip_ddp(obj)
+    order = WEIGHT_ENTRIES if weights == "ema" else ("model",)
+    for key in order:
+        if key in obj:
+            value = obj[key]
+            if isinstance(value, dict) and _is_state(value):
+                return key, _strip_ddp(value)
+            what = (f"a dict with {_listing([repr(k) for k in value], 3)}" if isinstance(value, dict) and value
+                    else type(value).__name__)
+            raise AlitError(f"the file's {key!r} entry is not a state dict of tensors (found {what})")
+    if weights == "model" and "ema" in obj:
+        raise AlitError("the file has no 'model' weights, only 'ema'; use --weights ema")
+    entries = [k for k in obj if isinstance(k, str)]
+    raise AlitError(f"no state dict found: the file has entries {entries[:8]} but none of "
+                    f"{', '.join(repr(k) for k in order)}, and is not itself a dict of tensors")
 
 
 def pick_state_dict(obj: dict, weights: str = "ema") -> dict[str, torch.Tensor]:
     """The weights inside a training checkpoint (`ema` or `model`), or the dict itself if bare."""
-    if weights not in ("ema", "model"):
-        raise AlitError(f"--weights must be 'ema' or 'model', got {weights!r}")
-    for key in (weights, "model" if weights == "ema" else "ema", "state_dict"):
-        if isinstance(obj.get(key), dict) and _is_state(obj[key]):
-            return obj[key]
-    if _is_state(obj):
-        return obj
-    raise AlitError(f"no state dict found: the file has keys {sorted(obj)[:8]} but none of "
-                    f"'ema', 'model', 'state_dict' holds tensors")
+    return pick_weights(obj, weights)[1]
 
 
 def _is_state(d: dict) -> bool:
-    return bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
+    return bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
+
+
+def _strip_ddp(state: dict) -> dict:
+    if all(k.startswith(DDP_PREFIX) for k in state):
+        return {k[len(DDP_PREFIX):]: v for k, v in state.items()}
+    return state
 
 
 # --- what kind of weights, and what sizes ---------------------------------------------------------
@@ -117,81 +287,119 @@ def detect_kind(state: dict) -> str:
                     f"(first keys: {list(state)[:5]})")
 
 
-def _need(state: dict, key: str, what: str) -> torch.Tensor:
+def _need(state: dict, key: str, what: str, ndim: int, prefix: str = "") -> torch.Tensor:
+    """state[key], which must have ndim dimensions; names the key with `prefix` in messages."""
     if key not in state:
-        raise AlitError(f"missing key {key!r} (needed for {what})")
-    return state[key]
+        raise AlitError(f"missing key {prefix + key!r} (needed for {what})")
+    t = state[key]
+    if t.ndim != ndim or 0 in t.shape:
+        raise AlitError(f"{prefix + key} has shape {list(t.shape)}, expected {ndim} non-empty "
+                        f"dimensions (it gives {what})")
+    return t
 
 
 def _count(state: dict, prefix: str) -> int:
+    """How many numbered children `prefix{i}.` has: the highest index + 1 (a gap shows up later
+    as missing keys of that index)."""
     pat = re.compile(re.escape(prefix) + r"(\d+)\.")
-    return len({int(m.group(1)) for k in state if (m := pat.match(k))})
+    return max((int(m.group(1)) + 1 for k in state if (m := pat.match(k))), default=0)
 
 
-def infer_base_config(state: dict, kind: str, image_size: int = 256) -> BaseConfig:
-    """Every size of a base tokenizer from its tensors (keys without the wrapper prefix)."""
-    ch = _need(state, "encoder.conv_in.weight", "the base width").shape[0]
+def infer_base_config(state: dict, kind: str, image_size: int = 256, prefix: str = "") -> BaseConfig:
+    """Every size of a base tokenizer from its tensors (keys without the wrapper `prefix`, which
+    is only used to name keys in messages)."""
+    def need(key, what, ndim):
+        return _need(state, key, what, ndim, prefix)
+
+    ch = need("encoder.conv_in.weight", "the base width", 4).shape[0]
     levels = _count(state, "encoder.down.")
+    if levels == 0:
+        raise AlitError(f"missing key {prefix + 'encoder.down.0.block.0.conv1.weight'!r} "
+                        f"(needed for the base encoder levels)")
     mult = []
     for i in range(levels):
-        out = _need(state, f"encoder.down.{i}.block.0.conv1.weight", "the channel multipliers").shape[0]
+        out = need(f"encoder.down.{i}.block.0.conv1.weight", "the channel multipliers", 4).shape[0]
+        if out % ch:
+            raise AlitError(f"{prefix}encoder.down.{i}.block.0.conv1.weight has {out} output channels, "
+                            f"not a multiple of the base width {ch}")
         mult.append(out // ch)
     blocks = _count(state, "encoder.down.0.block.")
-    if kind == "vqgan":
-        z = _need(state, "encoder.conv_out.weight", "z_channels").shape[0]
-        k = _need(state, "quantize.embedding.weight", "the base codebook").shape[0]
-        return BaseConfig(kind="vqgan", channels=ch, channel_mult=tuple(mult), num_res_blocks=blocks,
-                          latent_channels=z, codebook_size=k)
-    e = _need(state, "post_quant_conv.weight", "the VAE latent channels").shape[0]
-    attn = tuple(image_size // 2 ** i for i in range(levels) if f"encoder.down.{i}.attn.0.q.weight" in state)
-    dec_ch = _need(state, "decoder.conv_out.weight", "the VAE decoder width").shape[1] // mult[0]
-    dec_blocks = _count(state, "decoder.up.0.block.") - 1
-    return BaseConfig(kind="vae", channels=ch, channel_mult=tuple(mult), num_res_blocks=blocks,
-                      latent_channels=e, attn_resolutions=attn,
-                      decoder_channels=None if dec_ch == ch else dec_ch,
-                      decoder_num_res_blocks=None if dec_blocks == blocks else dec_blocks)
+    try:
+        if kind == "vqgan":
+            z = need("encoder.conv_out.weight", "z_channels", 4).shape[0]
+            k = need("quantize.embedding.weight", "the base codebook", 2).shape[0]
+            return BaseConfig(kind="vqgan", channels=ch, channel_mult=tuple(mult), num_res_blocks=blocks,
+                              latent_channels=z, codebook_size=k)
+        e = need("post_quant_conv.weight", "the VAE latent channels", 4).shape[0]
+        attn = tuple(image_size // 2 ** i for i in range(levels)
+                     if f"encoder.down.{i}.attn.0.q.weight" in state)
+        dec_ch = need("decoder.conv_out.weight", "the VAE decoder width", 4).shape[1] // mult[0]
+        dec_blocks = _count(state, "decoder.up.0.block.") - 1
+        return BaseConfig(kind="vae", channels=ch, channel_mult=tuple(mult), num_res_blocks=blocks,
+                          latent_channels=e, attn_resolutions=attn,
+                          decoder_channels=None if dec_ch == ch else dec_ch,
+                          decoder_num_res_blocks=None if dec_blocks == blocks else dec_blocks)
+    except ValueError as err:
+        if isinstance(err, AlitError):
+            raise
+        raise AlitError(f"the base tokenizer's tensors give an invalid configuration: {err}") from None
 
 
 def infer_config(state: dict, heads: int | None = None, decoder_heads: int | None = None) -> ModelConfig:
     """A ModelConfig for a paper-layout ALIT state dict, behaving as the paper's code does."""
-    pos = _need(state, "encoder_positional_embedding", "the encoder width")
+    for name, value in (("--heads", heads), ("decoder heads", decoder_heads)):
+        if value is not None and value < 1:
+            raise AlitError(f"{name} must be a positive number, got {value}")
+    pos = _need(state, "encoder_positional_embedding", "the encoder width", 2)
     width, n = pos.shape[1], pos.shape[0] - 1
     grid = math.isqrt(n)
     if grid * grid != n:
         raise AlitError(f"encoder_positional_embedding has {n} image positions, not a square grid")
-    patch = _need(state, "patch_embed.weight", "the patch size")
-    p, cb = patch.shape[-1], width - patch.shape[0]
-    kind = "vqgan" if any(k.startswith("base_tokenizer.vqgan.") for k in state) else "vae"
-    prefix = f"base_tokenizer.{kind}."
-    base_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if not base_state:
+    p = _need(state, "patch_embed.weight", "the patch size", 4).shape[-1]
+    bases = [k for k in ("vqgan", "vae") if any(key.startswith(f"base_tokenizer.{k}.") for key in state)]
+    if not bases:
         raise AlitError("missing the base tokenizer weights (no 'base_tokenizer.vqgan.*' or "
                         "'base_tokenizer.vae.*' keys)")
-    base = infer_base_config(base_state, kind, grid * p)
-    dwidth = _need(state, "decoder_positional_embedding", "the decoder width").shape[1]
+    if len(bases) > 1:
+        raise AlitError("the weights hold both 'base_tokenizer.vqgan.*' and 'base_tokenizer.vae.*' keys; "
+                        "an ALIT model has one base tokenizer")
+    kind = bases[0]
+    prefix = f"base_tokenizer.{kind}."
+    base_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    base = infer_base_config(base_state, kind, grid * p, prefix)
+    dwidth = _need(state, "decoder_positional_embedding", "the decoder width", 2).shape[1]
     depth = _count(state, "encoder.transformer.")
     ddepth = _count(state, "decoder.transformer.")
+    if depth == 0 or ddepth == 0:
+        side = "encoder" if depth == 0 else "decoder"
+        raise AlitError(f"missing the {side} transformer (no '{side}.transformer.0.*' keys)")
     heads = heads or heads_for(width, depth)
-    decoder_heads = decoder_heads or heads_for(dwidth, ddepth) or heads
     if heads is None:
         raise AlitError(f"cannot infer the number of attention heads for width {width}, depth "
                         f"{depth} (not a paper preset); pass --heads N")
+    decoder_heads = decoder_heads or heads_for(dwidth, ddepth) or heads
+    for side, w, h in (("encoder", width, heads), ("decoder", dwidth, decoder_heads)):
+        if w % h:
+            raise AlitError(f"{h} heads do not divide the {side} width {w}; pass a --heads that does")
     factorize = "decoder.decoder_embed.weight" in state
     quantize = "quantize.embedding.weight" in state
-    steps = _need(state, "timestep_embedding", "the iteration count")
-    return ModelConfig(
-        image_size=grid * p, patch_size=p,
-        encoder_width=width, encoder_depth=depth, encoder_heads=heads,
-        decoder_width=dwidth, decoder_depth=ddepth, decoder_heads=decoder_heads,
-        tokens_per_iter=steps.shape[1], num_iters=steps.shape[0],
-        latent_dim=state["pre_quantizer_mlp.weight"].shape[0] if factorize else width,
-        factorize=factorize, quantize=quantize,
-        codebook_size=state["quantize.embedding.weight"].shape[0] if quantize else 4096,
-        max_latent_positions=_need(state, "decoder.latent_token_positional_embedding",
-                                   "the decoder latent positions").shape[0],
-        halting="paper", halting_threshold=0.55 if kind == "vqgan" else 0.025,
-        unscale_vae_code=False, base=base,
-    )
+    steps = _need(state, "timestep_embedding", "the iteration count", 3)
+    latent_dim = _need(state, "pre_quantizer_mlp.weight", "the latent width", 2).shape[0] if factorize else width
+    codebook = _need(state, "quantize.embedding.weight", "the codebook size", 2).shape[0] if quantize else 4096
+    positions = _need(state, "decoder.latent_token_positional_embedding", "the decoder latent positions", 2)
+    try:
+        return ModelConfig(
+            image_size=grid * p, patch_size=p,
+            encoder_width=width, encoder_depth=depth, encoder_heads=heads,
+            decoder_width=dwidth, decoder_depth=ddepth, decoder_heads=decoder_heads,
+            tokens_per_iter=steps.shape[1], num_iters=steps.shape[0],
+            latent_dim=latent_dim, factorize=factorize, quantize=quantize, codebook_size=codebook,
+            max_latent_positions=positions.shape[0],
+            halting="paper", halting_threshold=0.55 if kind == "vqgan" else 0.025,
+            unscale_vae_code=False, base=base,
+        )
+    except ValueError as e:
+        raise AlitError(f"the tensors give an invalid model configuration: {e}") from None
 
 
 # --- key mapping ---------------------------------------------------------------------------------
@@ -215,62 +423,133 @@ def map_alit_key(key: str) -> str | None:
     raise AlitError(f"unexpected key {key!r}: not part of the paper's ALIT layout")
 
 
+def paper_key(key: str, base_kind: str = "vqgan") -> str:
+    """Ours -> the paper's name (the inverse of map_alit_key), to name keys in messages."""
+    m = re.match(r"(encoder|decoder)\.blocks\.(\d+)\.(.+)$", key)
+    if m:
+        side, index, inner = m.groups()
+        for b_src, b_dst in BLOCK_KEYS.items():
+            if inner == b_dst or inner.startswith(b_dst + "."):
+                inner = b_src + inner[len(b_dst):]
+                break
+        return f"{side}.transformer.{index}.{inner}"
+    if key.startswith("base."):
+        return f"base_tokenizer.{base_kind}.{key[len('base.'):]}"
+    inverse = {dst: src for src, dst in ALIT_KEYS.items() if not src.startswith("base_tokenizer.")}
+    for dst in sorted(inverse, key=len, reverse=True):
+        if key == dst or key.startswith(dst + "."):
+            return inverse[dst] + key[len(dst):]
+    return key
+
+
 def map_state(state: dict, kind: str, config: ModelConfig | None = None) -> dict[str, torch.Tensor]:
     """Rename a paper-layout state dict into ours (an ALIT model, or a base tokenizer alone)."""
     if kind != "alit":
-        return {k: v for k, v in state.items() if not k.startswith("loss.")}
-    out = {}
+        return {k: v for k, v in state.items() if not k.startswith(DROPPED_BASE_PREFIXES)}
+    base_kind = config.base.kind if config is not None else None
+    out, unknown = {}, []
     for k, v in state.items():
-        new = map_alit_key(k)
+        try:
+            new = map_alit_key(k)
+        except AlitError:
+            unknown.append(k)
+            continue
         if new is None:
+            continue
+        if base_kind is not None and k.startswith("base_tokenizer.") and \
+                not k.startswith(f"base_tokenizer.{base_kind}."):
+            unknown.append(k)
             continue
         if new.startswith("encoder.to_latent") and config is not None and not config.factorize:
             continue  # the paper keeps this Linear even when latents are not factorised
         out[new] = v
+    if unknown:
+        raise AlitError(f"{_listing(unknown)} {'is' if len(unknown) == 1 else 'are'} not part of the "
+                        f"paper's ALIT layout (unexpected key{'s' if len(unknown) > 1 else ''})")
     return out
 
 
-def check_state(state: dict, expected: dict[str, torch.Size | tuple]) -> None:
-    """One-line AlitError naming what is missing, unexpected or mis-shaped."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {list(state[k].shape)} (expected {list(expected[k])})"
+def _listing(items: list[str], n: int = 3) -> str:
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def check_state(state: dict, expected: dict[str, torch.Size | tuple], show=None) -> None:
+    """One-line AlitError naming what is missing, unexpected or mis-shaped.
+
+    show: our key -> the name to print (the paper's, when converting); default the key itself.
+    """
+    show = show or _same
+    missing = [show(k) for k in expected if k not in state]
+    unexpected = [show(k) for k in state if k not in expected]
+    shapes = [f"{show(k)} {list(state[k].shape)} (expected {list(expected[k])})"
               for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k])]
-    problems = []
-    for name, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
-        if items:
-            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
-            problems.append(f"{len(items)} {name}: {', '.join(items[:3])}{more}")
+    problems = [f"{len(items)} {name}: {_listing(items)}"
+                for name, items in (("missing", missing), ("unexpected", unexpected),
+                                    ("mis-shaped", shapes)) if items]
     if problems:
         raise AlitError("weights do not fit the model: " + "; ".join(problems))
+
+
+def _as_model_dtypes(state: dict, dtypes: dict[str, torch.dtype], show) -> dict[str, torch.Tensor]:
+    """Floating tensors in the model's dtype (float32: free for the paper's float32 weights,
+    exact for float16 / bfloat16, rounded for float64); any other dtype must match exactly."""
+    out = {}
+    for k, v in state.items():
+        want = dtypes[k]
+        if v.dtype != want:
+            if not (v.is_floating_point() and want.is_floating_point):
+                raise AlitError(f"{show(k)} holds {str(v.dtype).replace('torch.', '')} values, "
+                                f"expected {str(want).replace('torch.', '')}")
+            v = v.to(want)
+        out[k] = v
+    return out
 
 
 def convert_state(state: dict, heads: int | None = None, decoder_heads: int | None = None,
                   image_size: int = 256):
     """A foreign state dict -> (our state dict, config). config is a ModelConfig for ALIT weights
     or a BaseConfig for a base tokenizer alone."""
-    from .model.alit import ALIT
     from .base import build_base
+    from .model.alit import ALIT
+    from .weights import on_meta
 
+    state = _strip_ddp(state)
     kind = detect_kind(state)
     if kind == "alit":
         config = infer_config(state, heads, decoder_heads)
-        with torch.device("meta"):
-            expected = {k: v.shape for k, v in ALIT(config).state_dict().items()}
+        reference = on_meta(lambda: ALIT(config)).state_dict()
+        show = functools.partial(paper_key, base_kind=config.base.kind)
     else:
+        if image_size < 1:
+            raise AlitError(f"--image-size must be positive, got {image_size}")
         config = infer_base_config(state, kind, image_size)
-        with torch.device("meta"):
-            expected = {k: v.shape for k, v in build_base(config, image_size).state_dict().items()}
+        if image_size % config.downsample:
+            raise AlitError(f"--image-size {image_size} is not a multiple of the base tokenizer's "
+                            f"downsampling {config.downsample}")
+        reference = on_meta(lambda: build_base(config, image_size)).state_dict()
+        show = _same  # a base tokenizer's keys are the same in both layouts
     ours = map_state(state, kind, config if kind == "alit" else None)
-    check_state(ours, expected)
+    check_state(ours, {k: v.shape for k, v in reference.items()}, show)
+    ours = _as_model_dtypes(ours, {k: v.dtype for k, v in reference.items()}, show)
     return ours, config
+
+
+def _same(key: str) -> str:
+    return key
 
 
 def convert(src: str | Path, dst: str | Path, heads: int | None = None, weights: str = "ema",
             image_size: int = 256) -> Path:
-    """Convert a checkpoint file into our format (a folder with model.safetensors + config.json)."""
+    """Convert a checkpoint file into our format (a folder with model.safetensors + config.json).
+
+    heads: attention heads when width and depth are not a paper preset. weights: "ema" or
+    "model" of a training checkpoint. image_size: for a base tokenizer alone (an ALIT model's
+    image size is inferred from its tensors).
+    """
     from .weights import save
 
-    state = pick_state_dict(read_checkpoint(src), weights)
+    entry, state = pick_weights(read_checkpoint(src), weights)
     ours, config = convert_state(state, heads=heads, image_size=image_size)
-    return save(ours, config, dst, source=str(src), image_size=image_size)
+    source = str(src) if entry == "state dict" else f"{src} [{entry}]"
+    return save(ours, config, dst, source=source, image_size=image_size)
