@@ -5,15 +5,82 @@ good enough (DESIGN 2.1). `images` are the caller's own tensors (the images stil
 `reconstructions` the raw base-decoder output at the current length, [B, 3, H, W], not clamped.
 `AdaptiveTokenizer.encode(images, criterion=c)` gives each image the shortest length it accepts.
 
-On the command line a criterion is written `NAME:VALUE`: `l1:0.07`, `psnr:30`, `mse:0.01`.
+A criterion that declares `needs_pixels = False` is called as `c(inp)` instead, with a
+`CriterionInput`: the latent decoder's own prediction at that length (logits, predicted code) and
+the base tokenizer's answer (ids, code), so that no pixels are decoded. `ConfidenceAbove` and
+`CodeErrorBelow` are such criteria; `inp.reconstructions` still decodes pixels on demand.
+
+On the command line a criterion is written `NAME:VALUE`: `l1:0.07`, `psnr:30`, `mse:0.01`, and the
+pixel-free `conf:0.6`, `code:0.05`.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from .errors import AlitError
+
+
+class CriterionInput:
+    """What a pixel-free criterion sees at one length, for the b images still in the batch.
+
+    Everything comes from the rollout step already computed; only `reconstructions` costs a
+    base-decoder pass, made the first time it is read.
+    """
+
+    def __init__(self, images: torch.Tensor, num_tokens: int, latents: torch.Tensor,
+                 logits: torch.Tensor | None, codes: torch.Tensor, targets, *,
+                 probs: torch.Tensor | None = None,
+                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 reconstructions: torch.Tensor | None = None):
+        self.images = images                # [b, 3, H, W] the caller's images
+        self.num_tokens = num_tokens        # L, the length being judged
+        self.latents = latents              # [b, L, d] what the decoder consumed
+        self.logits = logits                # [b, N, K_base] the decoder's base-id logits (VQGAN), else None
+        self.codes = codes                  # [b, N, Cb] the decoder's predicted base code
+        self.target_codes = targets.codes   # [b, N, Cb] the base tokenizer's own code of the image
+        self.target_ids = targets.ids       # [b, N] the base tokenizer's ids (VQGAN), else None
+        self._probs = probs                 # [b, N, K_base] softmax(logits), when already computed
+        self._decode = decode
+        self._reconstructions = reconstructions
+
+    @property
+    def reconstructions(self) -> torch.Tensor:
+        """Raw pixels [b, 3, H, W] at this length, decoded on first use."""
+        if self._reconstructions is None:
+            if self._decode is None:
+                raise ValueError("no reconstructions here: the rollout was made with pixels=False")
+            self._reconstructions = self._decode(self.codes)
+        return self._reconstructions
+
+    @property
+    def gt_prob(self) -> torch.Tensor | None:
+        """[b, N] the probability the decoder gives each base token's true id (VQGAN base; the
+        signal halting uses), None for a VAE base."""
+        if self.logits is None:
+            return None
+        if self._probs is None:
+            self._probs = self.logits.softmax(-1, dtype=torch.float32)
+        return self._probs.gather(-1, self.target_ids[..., None])[..., 0]
+
+    @property
+    def code_error(self) -> torch.Tensor:
+        """[b, N] mean absolute error of the predicted base code over its channels."""
+        return (self.codes.float() - self.target_codes.float()).abs().mean(-1)
+
+
+def needs_pixels(criterion) -> bool:
+    """Whether `criterion` is called with pixels, `c(images, reconstructions)` (the default), or
+    with a `CriterionInput` (`needs_pixels = False`)."""
+    return bool(getattr(criterion, "needs_pixels", True))
+
+
+def ask_criterion(criterion, *args) -> torch.Tensor:
+    """criterion(*args) checked to be a bool tensor [b], on the device of the images."""
+    images = args[0].images if isinstance(args[0], CriterionInput) else args[0]
+    return criterion_answer(criterion(*args), images.shape[0], images.device)
 
 
 def l1_error(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
@@ -83,12 +150,61 @@ class PSNRAbove:
         return f"PSNRAbove({self.db:g})"
 
 
-CRITERIA = {c.name: c for c in (L1Below, PSNRAbove, MSEBelow)}
+class ConfidenceAbove:
+    """Pixel-free: the latent decoder's mean probability of the base tokenizer's ids, over the
+    image's N base tokens, is above `p` (0 < p < 1). VQGAN-based models only.
+
+    It reads the prediction the rollout step has already made, so a length is judged without a
+    pixel decode. How `p` maps to reconstruction error depends on the model: calibrate it against
+    `L1Below` (`benchmarks/calibrate_confidence.py`).
+    """
+
+    name = "conf"
+    needs_pixels = False
+
+    def __init__(self, p: float):
+        p = float(p)
+        if not 0 < p < 1:
+            raise ValueError(f"ConfidenceAbove needs a probability in (0, 1), got {p}")
+        self.p = p
+
+    def __call__(self, inp: CriterionInput) -> torch.Tensor:
+        gt_prob = inp.gt_prob
+        if gt_prob is None:
+            raise ValueError("ConfidenceAbove needs a VQGAN-based model (a VAE base has no ids); "
+                             "use CodeErrorBelow")
+        return gt_prob.mean(1) > self.p
+
+    def __repr__(self) -> str:
+        return f"ConfidenceAbove({self.p:g})"
 
 
-def parse_criterion(spec: str) -> L1Below | PSNRAbove | MSEBelow:
-    """`"l1:0.07"` -> L1Below(0.07); likewise `psnr:DB` and `mse:T`. Raises AlitError when malformed."""
-    usage = "expected NAME:VALUE with NAME one of l1, psnr, mse (e.g. l1:0.07, psnr:30, mse:0.01)"
+class CodeErrorBelow:
+    """Pixel-free: the mean absolute error between the latent decoder's predicted base code and the
+    base tokenizer's own code is below `threshold` (VQGAN: soft code against the code vectors of
+    the true ids; VAE: predicted against encoded latent, the signal VAE halting uses)."""
+
+    name = "code"
+    needs_pixels = False
+
+    def __init__(self, threshold: float):
+        self.threshold = _positive(threshold, "CodeErrorBelow threshold")
+
+    def __call__(self, inp: CriterionInput) -> torch.Tensor:
+        return inp.code_error.mean(1) < self.threshold
+
+    def __repr__(self) -> str:
+        return f"CodeErrorBelow({self.threshold:g})"
+
+
+CRITERIA = {c.name: c for c in (L1Below, PSNRAbove, MSEBelow, ConfidenceAbove, CodeErrorBelow)}
+
+
+def parse_criterion(spec: str):
+    """`"l1:0.07"` -> L1Below(0.07); likewise `psnr:DB`, `mse:T` and the pixel-free `conf:P`
+    (ConfidenceAbove) and `code:T` (CodeErrorBelow). Raises AlitError when malformed."""
+    usage = ("expected NAME:VALUE with NAME one of l1, psnr, mse, conf, code "
+             "(e.g. l1:0.07, psnr:30, mse:0.01, conf:0.6, code:0.05)")
     name, sep, value = spec.strip().partition(":")
     if not sep or name.lower() not in CRITERIA:
         raise AlitError(f"bad criterion {spec!r}: {usage}")
@@ -98,13 +214,35 @@ def parse_criterion(spec: str) -> L1Below | PSNRAbove | MSEBelow:
         raise AlitError(f"bad criterion {spec!r}: {e if value.strip() else usage}") from None
 
 
-def first_accepted(criterion, images: torch.Tensor, reconstructions: list[torch.Tensor]) -> torch.Tensor:
-    """Index [B] of the first reconstruction (one per length, shortest first) that the criterion
-    accepts for each image; the last index where none does. This is `encode`'s rule, applied to a
-    rollout that already holds every length."""
-    B, device = images.shape[0], reconstructions[-1].device
-    accepted = torch.stack([criterion_answer(criterion(images, r), B, device) for r in reconstructions[:-1]]
-                           + [torch.ones(B, dtype=torch.bool, device=device)])  # [T, B]
+def first_accepted(criterion, images: torch.Tensor, reconstructions) -> torch.Tensor:
+    """Index [B] of the first length that the criterion accepts for each image; the last index
+    where none does. This is `encode`'s rule, applied to a rollout that already holds every length.
+
+    reconstructions: one per length, shortest first; or the Rollout itself, which a pixel-free
+    criterion (`needs_pixels = False`) needs.
+    """
+    roll = None
+    if hasattr(reconstructions, "codes"):  # a Rollout
+        roll, reconstructions = reconstructions, reconstructions.reconstructions
+    pixels = needs_pixels(criterion)
+    if pixels and reconstructions is None:
+        raise AlitError(f"{criterion!r} judges pixels: make the rollout with pixels=True")
+    if not pixels and roll is None:
+        raise AlitError(f"{criterion!r} judges the decoder's prediction, not pixels: pass the Rollout "
+                        f"(first_accepted(criterion, images, roll)), not its reconstructions")
+    T = len(reconstructions) if roll is None else len(roll.latents)
+    B, device = images.shape[0], images.device
+    answers = []
+    for i in range(T - 1):
+        if pixels:
+            answers.append(ask_criterion(criterion, images, reconstructions[i]))
+        else:
+            inp = CriterionInput(images, roll.lengths[i], roll.latents[i],
+                                 None if roll.logits is None else roll.logits[i], roll.codes[i],
+                                 roll.targets, reconstructions=None if reconstructions is None
+                                 else reconstructions[i])
+            answers.append(ask_criterion(criterion, inp))
+    accepted = torch.stack(answers + [torch.ones(B, dtype=torch.bool, device=device)])  # [T, B]
     return accepted.int().argmax(0)  # argmax gives the first True
 
 

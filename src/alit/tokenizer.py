@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
-from .criteria import criterion_answer
+from .criteria import CriterionInput, ask_criterion, needs_pixels
 from .encoding import Encoding, model_fingerprint
-from .model.alit import ALIT, check_images
+from .model.alit import ALIT, check_images, compute_dtype
 from .model.halting import Halting
 from .presets import preset
 
@@ -20,19 +20,27 @@ class AdaptiveTokenizer(ALIT):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, num_tokens: int | torch.Tensor | None = None, criterion=None, *,
-               halting: str | Halting | None = None, generator: torch.Generator | None = None) -> Encoding:
+               halting: str | Halting | None = None, generator: torch.Generator | None = None,
+               dtype: torch.dtype | None = None, _compact: bool = True) -> Encoding:
         """Tokens of each image, at a fixed budget or at the shortest length a criterion accepts.
 
         images: float [B, 3, H, W] in [0, 1] at `config.image_size` (computed on the model's device).
         num_tokens: an int, or a LongTensor [B] with a budget per image; each one of `config.lengths`.
         criterion: `c(images, reconstructions) -> BoolTensor[B]` (see `alit.criteria`); each image
-            gets the shortest length it accepts, the longest when none does.
+            gets the shortest length it accepts, the longest when none does. A criterion with
+            `needs_pixels = False` (`alit.ConfidenceAbove`, `alit.CodeErrorBelow`) is called as
+            `c(inp)` with an `alit.CriterionInput` instead, and no pixels are decoded for it.
         halting: as `rollout` (None: the model's default). generator: VAE posterior sampling.
+        dtype: compute in torch.bfloat16 / torch.float16 under autocast (the weights stay as they
+            are; latents are returned in the model's dtype).
 
         The recurrence stops once every image has its length, and an image leaves the batch as soon
-        as it has one, so it costs nothing more; `enc.iterations` is the most any image needed. A
-        fixed budget never decodes pixels. Each image gets the tokens `rollout` gives it at its
-        length (halting draws of the "paper" mode included: they do not depend on the batch).
+        as it has one, so it costs nothing more; `enc.iterations` is the most any image needed.
+        Pixels are decoded only for a criterion that needs them: a fixed budget, or a pixel-free
+        criterion, never runs the base decoder, and a fixed budget without halting never runs the
+        latent decoder either. Each image gets the tokens `rollout` gives it at its length (halting
+        draws of the "paper" mode included: they do not depend on the batch).
+        _compact=False (for benchmarks) keeps finished images in the batch until all are done.
         """
         if (num_tokens is None) == (criterion is None):
             raise ValueError("encode needs exactly one of num_tokens= (a budget: an int or a LongTensor [B]) "
@@ -44,6 +52,11 @@ class AdaptiveTokenizer(ALIT):
         param = next(self.parameters())
         device = param.device
         images = images.to(device, param.dtype)  # the caller's own tensor when it already matches
+        with compute_dtype(dtype, device):
+            return self._encode(images, num_tokens, criterion, halting, generator, _compact)
+
+    def _encode(self, images, num_tokens, criterion, halting, generator, compact: bool) -> Encoding:
+        device = images.device
         B, L0, T = images.shape[0], self.config.tokens_per_iter, self.config.num_iters
         if num_tokens is not None:
             need = self._budgets(num_tokens, B).to(device)  # [B] iterations each image needs
@@ -55,26 +68,31 @@ class AdaptiveTokenizer(ALIT):
         lengths = torch.zeros(B, dtype=torch.long, device=device)
         latents = images.new_zeros(B, T * L0, self.config.latent_dim)  # [B, Lmax, d]
         ids = None if self.quantizer is None else torch.full((B, T * L0), -1, dtype=torch.long, device=device)
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
         state = self.start(images, generator)
         active = torch.arange(B, device=device)  # caller's rows still in the batch
         subset = images  # the caller's images still in the batch
         for t in range(T):
-            step = self.iterate(state, t, halt, last=t == T - 1)
-            if t == T - 1:
+            last = t == T - 1
+            # the decoder's prediction is needed only to judge a length (tokens need no decoder)
+            judged = criterion is not None and not last
+            step = self.iterate(state, t, halt, last=last, decode=judged)
+            if last:
                 done = torch.ones(len(active), dtype=torch.bool, device=device)
             elif num_tokens is not None:
                 done = need[active] == t + 1
             else:
-                recons = self.codes_to_images(step.codes)  # [b, 3, H, W] raw
-                done = criterion_answer(criterion(subset, recons), len(active), device)
+                done = self._judge(criterion, subset, step, state, L0 * (t + 1))
+            done = done & ~finished[active]  # only without compaction is an active image finished
             L, rows = L0 * (t + 1), active[done]
             lengths[rows] = L
             latents[rows, :L] = step.latents[done]
             if ids is not None:
                 ids[rows, :L] = step.ids[done]
-            if bool(done.all()):
+            finished[rows] = True
+            if bool(finished.all()):
                 break
-            if bool(done.any()):
+            if compact and bool(done.any()):
                 # finished images leave the batch: later iterations run on the rest only
                 keep = ~done
                 state.select(keep)
@@ -84,19 +102,33 @@ class AdaptiveTokenizer(ALIT):
         return Encoding(lengths, None if ids is None else ids[:, :Lmax], latents[:, :Lmax], t + 1,
                         model_fingerprint(self))
 
+    def _judge(self, criterion, images: torch.Tensor, step, state, num_tokens: int) -> torch.Tensor:
+        """The criterion's answer [b] for the images still in the batch at this length."""
+        if needs_pixels(criterion):
+            recons = self.codes_to_images(step.codes)  # [b, 3, H, W] raw
+            return ask_criterion(criterion, images, recons)
+        inp = CriterionInput(images, num_tokens, step.latents, step.logits, step.codes, state.targets,
+                             probs=step.probs, decode=self.codes_to_images)
+        return ask_criterion(criterion, inp)
+
     @torch.no_grad()
-    def decode(self, enc: Encoding, *, batched: bool = False) -> torch.Tensor:
+    def decode(self, enc: Encoding, *, batched: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Images [B, 3, H, W] clamped to [0, 1] from an Encoding this model made.
 
         A quantised model decodes the ids (through its codebook), a continuous one the latents.
         Each image is decoded alone, so the result equals decoding it by itself exactly, whatever
         else is in the batch. batched=True decodes images of one length together: faster on a GPU,
-        but equal only up to float rounding (batched kernels round differently).
+        but equal only up to float rounding (batched kernels round differently). dtype: compute in
+        torch.bfloat16 / torch.float16 under autocast (images are returned in the model's dtype).
         """
         if not isinstance(enc, Encoding):
             raise ValueError(f"decode expects an alit.Encoding (from encode, Encoding.load or "
                              f"Encoding.from_ids), got {type(enc).__name__}")
         enc.check_model(self)
+        with compute_dtype(dtype, next(self.parameters()).device):
+            return self._decode(enc, batched)
+
+    def _decode(self, enc: Encoding, batched: bool) -> torch.Tensor:
         param = next(self.parameters())
         if enc.ids is not None:
             latents = self.latents_from_ids(enc.ids.to(param.device).clamp(min=0))  # [B, Lmax, d]
@@ -166,8 +198,27 @@ def build(preset_or_config: str | ModelConfig = "tiny", **overrides) -> Adaptive
     return AdaptiveTokenizer(config).eval()
 
 
-def load(path_or_name: str | Path) -> AdaptiveTokenizer:
-    """A tokenizer from a checkpoint folder or file (ours; `alit convert` makes one), eval mode."""
+def load(path_or_name: str | Path, dtype: torch.dtype | str | None = None) -> AdaptiveTokenizer:
+    """A tokenizer from a checkpoint folder or file (ours; `alit convert` makes one), eval mode.
+
+    dtype: cast the weights, e.g. torch.bfloat16 (or "bf16"): half the memory, everything computed
+    in that precision. (`encode(..., dtype=)` instead keeps float32 weights and uses autocast.)
+    """
     from .weights import load_module
 
-    return load_module(path_or_name, expect="alit")
+    tok = load_module(path_or_name, expect="alit")
+    return tok if dtype is None else tok.to(as_dtype(dtype))
+
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+          "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """torch.float32 / torch.bfloat16 / torch.float16, or one of their names ("fp32", "bf16", ...)."""
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    if dtype in (torch.float32, torch.bfloat16, torch.float16):
+        return dtype
+    raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16 (or one of "
+                     f"{', '.join(DTYPES)}), got {dtype!r}")

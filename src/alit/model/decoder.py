@@ -38,6 +38,6 @@ class LatentDecoder(nn.Module):
         x = torch.cat([self.queries(B), z], 1)  # [B, 1+N+L, W]
         if trace is not None:
             trace[f"iter{t}/decoder_ln_pre_in"] = x
-        x = self.blocks(self.ln_pre(x))
-        x = self.ln_post(x[:, 1:1 + self.num_image_tokens])  # [B, N, W], class slot dropped
-        return self.head(x)
+        # only the N query outputs are read: the last block computes no others
+        x = self.blocks(self.ln_pre(x), rows=slice(1, 1 + self.num_image_tokens))  # [B, N, W]
+        return self.head(self.ln_post(x))

@@ -15,12 +15,23 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """x [B, S, D] -> [B, S, D]; with `rows`, only those positions are computed -> [B, R, D]
+        (they still attend to every position)."""
         B, S, D = x.shape
-        qkv = self.qkv(x).view(B, S, 3, self.heads, D // self.heads)  # [B, S, 3, h, D/h]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, h, S, D/h]
+        h = self.heads
+        if rows is None:
+            qkv = self.qkv(x).view(B, S, 3, h, D // h)  # [B, S, 3, h, D/h]
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, h, S, D/h]
+        else:
+            # keys and values from every position, queries only where an output is wanted
+            w, b = self.qkv.weight, self.qkv.bias
+            kv = F.linear(x, w[D:], b[D:]).view(B, S, 2, h, D // h)  # [B, S, 2, h, D/h]
+            k, v = kv.permute(2, 0, 3, 1, 4)  # each [B, h, S, D/h]
+            q = F.linear(x[:, rows], w[:D], b[:D])  # [B, R, D]
+            q = q.view(B, q.shape[1], h, D // h).transpose(1, 2)  # [B, h, R, D/h]
         y = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(D/h), no mask
-        return self.proj(y.transpose(1, 2).reshape(B, S, D))
+        return self.proj(y.transpose(1, 2).reshape(B, q.shape[2], D))
 
 
 class MLP(nn.Module):
@@ -43,8 +54,12 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(width)
         self.mlp = MLP(width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """[B, S, D] -> [B, S, D], or [B, R, D] for the positions `rows` only."""
+        if rows is None:
+            x = x + self.attn(self.ln1(x))
+        else:
+            x = x[:, rows] + self.attn(self.ln1(x), rows)
         return x + self.mlp(self.ln2(x))
 
 
@@ -53,3 +68,11 @@ class Transformer(nn.Sequential):
 
     def __init__(self, width: int, depth: int, heads: int):
         super().__init__(*[Block(width, heads) for _ in range(depth)])
+
+    def forward(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """[B, S, D] -> [B, S, D]. With `rows`, only those output positions are returned: the last
+        block computes no others (the earlier ones need every position)."""
+        last = len(self) - 1
+        for i, block in enumerate(self):
+            x = block(x, rows if i == last else None)
+        return x
