@@ -1,0 +1,98 @@
+"""Stage 1, `distill` (DESIGN 1.3): the base tokenizer is frozen; the recurrent encoder, latent
+quantiser and decoder learn to predict its code at every rollout iteration, with the paper's
+per-iteration weights (`losses.distill`)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import AlitError
+from ..losses.distill import distill_loss
+from ..model.alit import ALIT
+from ..model.halting import Halting
+from . import dist
+from .loop import Stage, checkpoint_blocks, preset_config
+from .sources import load_base
+
+__all__ = ["DistillStage"]
+
+
+class DistillForward(nn.Module):
+    """What DDP wraps: images -> (total loss, per-iteration terms)."""
+
+    def __init__(self, model: ALIT, weights):
+        super().__init__()
+        self.model = model
+        self.weights = tuple(weights)
+
+    def forward(self, images: torch.Tensor, halting: Halting):
+        roll = self.model.rollout(images, halting, pixels=False)
+        out = distill_loss(roll, self.weights)
+        logs = {"loss": out.total}
+        for t, (nll, code, q) in enumerate(zip(out.nll, out.code, out.quantizer)):
+            if nll is not None:
+                logs[f"nll/{t}"] = nll
+            logs[f"code/{t}"] = code
+            if self.model.quantizer is not None:
+                logs[f"quantizer/{t}"] = q
+        return out.total, logs
+
+
+class DistillStage(Stage):
+    find_unused = True  # the encoder's mask token gets no gradient while nothing halts
+
+    def __init__(self, recipe, device, log, resume_config: dict | None = None):
+        super().__init__(recipe, device, log)
+        if resume_config is not None:
+            config = ModelConfig.from_dict(resume_config["config"])
+            model = ALIT(config)  # weights come from the checkpoint
+        else:
+            config = preset_config(recipe.model, recipe.model_overrides)
+            if recipe.base is None:
+                raise AlitError("distill needs a trained base tokenizer: --base BASE_RUN_OR_CHECKPOINT "
+                                "(train one with `alit train base --config tiny`, or convert the paper's "
+                                "with `alit convert`); `--set base=random` only for smoke tests")
+            if recipe.base == "random":
+                log("base tokenizer: random weights (base=random): a smoke test, not a useful model")
+                model = ALIT(config)
+            else:
+                base, where = load_base(recipe.base, config.image_size)
+                if base.cfg.kind != config.base.kind:
+                    raise AlitError(f"{where} is a {base.cfg.kind} base, but model {recipe.model!r} is "
+                                    f"{config.base.kind}-based: --set model=<size>-{base.cfg.kind}")
+                config = config.replace(base=base.cfg)
+                model = ALIT(config)
+                model.base.load_state_dict(base.state_dict())
+                log(f"base tokenizer: {where} ({base.cfg.kind}, {sum(p.numel() for p in base.parameters()):,} "
+                    f"parameters), frozen")
+        self.model = model.to(device)
+        self.model.base.requires_grad_(False)  # stage 1: the base is frozen (DESIGN 1.3)
+        self.model.train()
+        self.forward_module = DistillForward(self.model, recipe.iteration_weights)
+        if recipe.activation_checkpointing:
+            log(f"activation checkpointing: {checkpoint_blocks(self.model)} transformer blocks recomputed in backward")
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        log(f"model: {recipe.model}, {config.num_iters} iterations x {config.tokens_per_iter} tokens, "
+            f"{config.image_size}px, {trainable:,} trainable parameters; halting during training: {recipe.halting}")
+
+    def micro_step(self, images, step, micro, backward):
+        loss, logs = self.forward_module(images, training_halting(self, step, micro))
+        backward(loss)
+        return {k: v.detach() for k, v in logs.items()}
+
+
+def training_halting(stage: Stage, step: int, micro: int) -> Halting:
+    """The recipe's halting mode; "paper" draws from a generator seeded by (seed, step, micro, rank)."""
+    mode = stage.recipe.halting
+    gen = None
+    if mode == "paper":
+        gen = torch.Generator(stage.device).manual_seed(step_seed(stage.recipe.seed, step, micro))
+    return Halting(mode, stage.model.config.halting_threshold, gen)
+
+
+def step_seed(seed: int, step: int, micro: int) -> int:
+    """A seed for the random draws of one (step, micro-step, process)."""
+    from ..data.transforms import sample_seed
+
+    return sample_seed(seed, step * 4096 + micro, stream=16 + dist.rank())

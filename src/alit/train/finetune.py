@@ -1,0 +1,71 @@
+"""Stage 2, `finetune` (DESIGN 1.3): everything trains, starting from the distill EMA weights.
+
+Step s trains rollout iteration t = (s - 1) mod T: the images go through iterations 0..t and the
+code of iteration t is decoded to pixels by the base decoder. Generator loss:
+    pixel_weight * L1 + perceptual_weight * perceptual + quantiser loss(t)
+    + schedule(s) * adaptive weight * hinge GAN,
+with one PatchGAN per rollout iteration (the paper) or one shared, trained on the same step.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import AlitError
+from ..model.alit import ALIT
+from ..model.halting import Halting
+from .distill import training_halting
+from .loop import checkpoint_blocks, preset_config
+from .pixels import PixelObjective, PixelStage
+from .sources import load_init
+
+__all__ = ["FinetuneStage"]
+
+
+class FinetuneForward(nn.Module):
+    """What DDP wraps: (images, t) -> (pixels of iteration t [B, 3, H, W], its quantiser loss)."""
+
+    def __init__(self, model: ALIT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, t: int, halting: Halting):
+        roll = self.model.rollout(images, halting, num_iters=t + 1, pixels=False)
+        return self.model.codes_to_images(roll.codes[t]), roll.quantizer_losses[t]
+
+
+class FinetuneStage(PixelStage):
+    find_unused = True  # the base codebook (and the mask token while nothing halts) get no gradient
+
+    def __init__(self, recipe, device, log, resume_config: dict | None = None):
+        super().__init__(recipe, device, log)
+        if resume_config is not None:
+            model = ALIT(ModelConfig.from_dict(resume_config["config"]))
+        elif recipe.init is None:
+            raise AlitError("finetune starts from a distilled model: --init DISTILL_RUN_OR_CHECKPOINT "
+                            "(`--set init=random` only for smoke tests)")
+        elif recipe.init == "random":
+            log("initial weights: random (init=random): a smoke test, not the paper's stage 2")
+            model = ALIT(preset_config(recipe.model, recipe.model_overrides))
+        else:
+            loaded, where = load_init(recipe.init)
+            model = ALIT(loaded.config)
+            model.load_state_dict(loaded.state_dict())
+            log(f"initial weights: {where} (EMA weights of stage 1)")
+        self.model = model.to(device).train()
+        self.model.requires_grad_(True)  # stage 2: everything trains, the base included
+        self.forward_module = FinetuneForward(self.model)
+        if recipe.activation_checkpointing:
+            log(f"activation checkpointing: {checkpoint_blocks(self.model)} transformer blocks recomputed in backward")
+        count = self.model.config.num_iters if recipe.discriminator == "per_iteration" else 1
+        self.pixels = PixelObjective(recipe, device, log, discriminators=count)
+
+    def micro_step(self, images, step, micro, backward):
+        t = (step - 1) % self.model.config.num_iters
+        recon, qloss = self.forward_module(images, t, training_halting(self, step, micro))
+        logs = {"iteration": torch.tensor(float(t), device=images.device), "quantizer_loss": qloss.detach()}
+        index = t if len(self.pixels.discriminators) > 1 else 0
+        return self.pixels.step(images, recon, qloss, logs, step=step, steps_per_epoch=self.steps_per_epoch,
+                                last_layer=self.model.base.decoder.conv_out.weight, index=index,
+                                backward=backward)

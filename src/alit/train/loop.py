@@ -1,0 +1,404 @@
+"""The training loop every stage shares: data, optimizers, precision, EMA, checkpoints, logs.
+
+A stage (`autoencoder.py`, `distill.py`, `finetune.py`) says what is built, what trains and what
+one micro-step computes; this file does the rest:
+
+    for step in first..max_steps:                       # optimizer steps, 1-based
+        lr = warm-up + cosine(step)
+        for each accumulation micro-step:               # DDP averages gradients on the last one
+            logs = stage.micro_step(images, step, backward)
+        if every loss is finite: unscale, clip, optimizer.step(), EMA update
+        else: skip the update (and stop after `max_nonfinite` in a row)
+        one log.jsonl record; a checkpoint every `checkpoint_every` steps and at the end
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import socket
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from .. import data as data_lib
+from ..errors import AlitError
+from . import checkpoint, dist
+from .ema import EMA
+from .monitor import Monitor, truncate_log
+from .optim import adamw, lr_at, set_lr
+from .recipe import Recipe, dump, parse_duration
+
+
+class Stage:
+    """One training stage. Subclasses build `model` (the module a checkpoint exports) and
+    `forward_module` (what DDP wraps), and say what one micro-step computes."""
+
+    model: nn.Module
+    forward_module: nn.Module
+    find_unused = False  # DDP: parameters that may get no gradient in a step
+    steps_per_epoch: float | None = None  # set by the loop once the dataset size is known
+
+    def __init__(self, recipe: Recipe, device: torch.device, log):
+        self.recipe, self.device, self.log = recipe, device, log
+
+    # --- what a checkpoint exports (an ALIT model by default) ----------------------------------
+    @property
+    def image_size(self) -> int:
+        return self.model.config.image_size
+
+    def export_config(self):
+        """(config for weights.save, image_size or None)."""
+        return self.model.config, None
+
+    # --- what trains -------------------------------------------------------------------------
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """name -> optimizer; every one follows the lr schedule (scaled by `lr_scale`)."""
+        r = self.recipe
+        return {"model": adamw(self.model, r.peak_lr, r.betas, r.weight_decay, self.device)}
+
+    def lr_scale(self, name: str) -> float:
+        return 1.0
+
+    def wrap(self) -> None:
+        """Wrap the modules that run forward passes in DDP."""
+        self.forward_module = dist.wrap(self.forward_module, self.device, find_unused=self.find_unused)
+
+    def ddp_modules(self) -> list[nn.Module]:
+        return [self.forward_module]
+
+    def micro_step(self, images: torch.Tensor, step: int, micro: int, backward) -> dict[str, torch.Tensor]:
+        """Forward, losses, `backward(loss)`; returns detached scalars, "loss" among them."""
+        raise NotImplementedError
+
+    # --- extra state (discriminators) and previews ---------------------------------------------
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    @torch.no_grad()
+    def preview(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """TensorBoard grids: each image, then its reconstruction at every length."""
+        training = self.model.training
+        self.model.eval()
+        try:
+            roll = self.model.rollout(images, "off")
+        finally:
+            self.model.train(training)
+        return {"reconstructions/by_length": previews_grid(images, roll.reconstructions)}
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """None for fp32, else the autocast dtype."""
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        return torch.bfloat16
+    if device.type != "cuda":
+        raise AlitError("precision fp16 needs a GPU (its loss scaler is CUDA-only); use bf16 or fp32 on a CPU")
+    return torch.float16
+
+
+def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resume: bool = False,
+        progress: bool = True) -> Path:
+    """Train `stage_cls` as `recipe` says into `run_dir` (inside dist.init() / dist.shutdown())."""
+    run_dir = Path(run_dir)
+    # tiny gradients square to denormals in Adam's second moment; on a CPU they are 10-100x slower
+    torch.set_flush_denormal(True)
+    main, world, rank = dist.is_main(), dist.world_size(), dist.rank()
+    if not recipe.data:
+        raise AlitError("no training data: give --data DIR (an image folder or WebDataset shards) "
+                        "or set `data` in the recipe")
+    ckpt = checkpoint.latest(run_dir) if resume else None
+    state = checkpoint.load_state(ckpt, device) if ckpt is not None else None
+    start = state["step"] if state else 0
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.clean_partial(run_dir)
+        # a resumed run redoes the steps after its checkpoint (all of them without one): their
+        # records go, so every step keeps exactly one
+        truncate_log(run_dir / "log.jsonl", start)
+        if not resume:
+            (run_dir / "train.log").unlink(missing_ok=True)
+        (run_dir / "recipe.yaml").write_text(dump(recipe))
+    dist.barrier()
+
+    # --- data: the steps' images depend on (seed, step) only ---------------------------------
+    micro = recipe.micro_batch_size or recipe.batch_size // world
+    if micro < 1 or recipe.batch_size % (micro * world):
+        raise AlitError(f"batch_size {recipe.batch_size} must be a multiple of micro_batch_size {micro} "
+                        f"x {world} processes")
+    accum = recipe.batch_size // (micro * world)
+
+    torch.manual_seed(recipe.seed)  # the same initial weights on every process
+    log_lines: list[str] = []
+    stage: Stage = stage_cls(recipe, device, log_lines.append,
+                             resume_config=_saved_config(ckpt) if ckpt is not None else None)
+    train_data = data_lib.training_data(
+        recipe.data, stage.image_size, batch_size=recipe.batch_size, micro_batch=micro, rank=rank,
+        world=world, seed=recipe.seed, first_step=start + 1, last_step=None, workers=recipe.workers,
+        crop_scale=recipe.crop_scale, flip=recipe.hflip, dataset_size=recipe.dataset_size)
+    size = train_data.size or recipe.dataset_size
+    steps_per_epoch = size / recipe.batch_size if size else None
+    max_steps = parse_duration(recipe.max_steps, steps_per_epoch, "max_steps")
+    warmup = parse_duration(recipe.warmup, steps_per_epoch, "warmup")
+    stage.steps_per_epoch = steps_per_epoch
+    if max_steps < 1:
+        raise AlitError(f"max_steps must be at least 1, got {max_steps}")
+    if start >= max_steps:
+        raise AlitError(f"{run_dir}: its newest checkpoint is at step {start}, not before max_steps "
+                        f"{max_steps}: nothing to do (raise --max-steps to train longer)")
+
+    amp_dtype = resolve_precision(recipe.precision, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    optimizers = stage.optimizers()
+    ema = EMA(stage.model, recipe.ema, recipe.ema_warmup) if recipe.ema > 0 else None
+    skipped_files: set[str] = set()
+    streak = 0
+    if state is not None:
+        stage.model.load_state_dict(state["model"])
+        stage.load_extra_state(state.get("extra", {}))
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load({k: v.to(device) for k, v in load_file(str(ckpt / "model.safetensors")).items()},
+                     state.get("ema_updates", 0))
+        streak = state.get("nonfinite_streak", 0)
+        skipped_files = set(state.get("skipped_files", []))
+        _restore_rng(state.get("rng", {}))
+    stage.wrap()
+
+    monitor = Monitor(run_dir if main else None, start + 1, max_steps, progress=progress)
+    for line in log_lines:
+        monitor.event(line)
+    prec = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + loss scaler"}[amp_dtype]
+    monitor.event(
+        f"{'resuming at step ' + str(start + 1) + ' from ' + str(ckpt) if state else 'starting'}: "
+        f"{recipe.stage}, {max_steps} steps, {train_data.description}; batch {recipe.batch_size} = "
+        f"{world} process(es) x {accum} micro-step(s) x {micro} images; peak lr {recipe.peak_lr:.3g}, "
+        f"warm-up {warmup} steps; {prec} on {device}; host {socket.gethostname()}")
+    if state is not None and state.get("world_size", world) != world:
+        monitor.event(f"the run started with {state['world_size']} process(es), continues with {world}")
+
+    preview = data_lib.preview_images(recipe.data, stage.image_size) if main and recipe.image_every else None
+    if preview is not None:
+        preview = preview.to(device)
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+                else contextlib.nullcontext())
+    micro_total = torch.zeros((), device=device)
+
+    def backward(loss: torch.Tensor) -> None:
+        loss = loss / accum
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
+    batches = iter(train_data.loader)
+    t_last = time.time()
+    rate = None
+    step = start
+    try:
+        for step in range(start + 1, max_steps + 1):
+            lr = lr_at(step, recipe.peak_lr, warmup, max_steps, recipe.min_lr)
+            for name, opt in optimizers.items():
+                set_lr(opt, lr * stage.lr_scale(name))
+                opt.zero_grad(set_to_none=True)
+            sums: dict[str, torch.Tensor] = {}
+            new_skips: list[str] = []
+            for m in range(accum):
+                images, skipped = next(batches)
+                new_skips += [s for s in skipped if s not in skipped_files]
+                skipped_files.update(skipped)
+                images = images.to(device, non_blocking=True)
+                with contextlib.ExitStack() as stack:
+                    for mod in stage.ddp_modules():
+                        stack.enter_context(dist.no_sync(mod, m < accum - 1))
+                    with autocast:
+                        logs = stage.micro_step(images, step, m, backward)
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, micro_total) + v.detach().float() / accum
+            keys = sorted(sums)
+            flag = torch.tensor(float(len(new_skips)), device=device)
+            values = dist.mean(torch.stack([sums[k] for k in keys] + [flag])).tolist()  # one all-reduce
+            logs = dict(zip(keys, values[:-1]))
+            any_new_skips = values[-1] > 0
+            finite = all(math.isfinite(v) for k, v in logs.items() if _is_loss(k))
+            grad_norms = {}
+            if finite:
+                for name, opt in optimizers.items():
+                    if scaler is not None:
+                        scaler.unscale_(opt)
+                    params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+                    if params:  # clipped to grad_clip, or only measured (inf)
+                        norm = torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip or math.inf)
+                        grad_norms[name] = float(norm)
+                # a finite loss can still give non-finite gradients; fp16's scaler skips those itself
+                finite = scaler is not None or all(math.isfinite(v) for v in grad_norms.values())
+            if finite:
+                for opt in optimizers.values():
+                    if scaler is not None:
+                        scaler.step(opt)
+                    else:
+                        opt.step()
+                if scaler is not None:
+                    scaler.update()
+                if ema is not None:
+                    ema.update(stage.model)
+                streak = 0
+            else:
+                for opt in optimizers.values():
+                    opt.zero_grad(set_to_none=True)
+                streak += 1
+                monitor.event(f"step {step}: non-finite loss or gradients ({_fmt(logs)}, gradient norms "
+                              f"{_fmt(grad_norms, all_keys=True)}): update skipped ({streak} in a row)")
+            now = time.time()
+            inst = recipe.batch_size / max(now - t_last, 1e-9)
+            rate = inst if rate is None else 0.9 * rate + 0.1 * inst
+            t_last = now
+            record = {"step": step, "loss": logs.get("loss"), "lr": lr, "images_per_s": round(rate, 3),
+                      "epoch": round(step / steps_per_epoch, 4) if steps_per_epoch else None,
+                      "time": round(now - monitor._t0, 3)}
+            if not finite:
+                record["nonfinite"] = True
+            if finite:
+                record.update({f"grad_norm/{k}": v for k, v in grad_norms.items()})
+            record.update({k: v for k, v in logs.items() if k != "loss"})
+            if any_new_skips:  # every process agrees (all-reduced), so all join the gather
+                new_skips = sorted(set().union(*dist.gather_objects(new_skips)))
+                skipped_files.update(new_skips)
+                record["skipped_files"] = new_skips
+                for s in new_skips:
+                    monitor.event(f"unreadable image skipped: {s}")
+                monitor.event(f"{len(skipped_files)} unreadable file(s) skipped so far")
+            monitor.step(record)
+            if streak >= recipe.max_nonfinite:
+                raise AlitError(
+                    f"stopping: the loss or its gradients were non-finite for {streak} steps in a row (steps "
+                    f"{step - streak + 1}-{step}); the last checkpoint is left as it was. Try a lower "
+                    f"lr (--set lr=...), fp32 (--set precision=fp32), or check the data")
+            if main and preview is not None and (step % recipe.image_every == 0 or step == max_steps):
+                monitor.images(stage.preview(preview), step)
+            if step % recipe.checkpoint_every == 0 or step == max_steps:
+                if main:
+                    path = _save(run_dir, stage, optimizers, scaler, ema, step, world, streak, skipped_files)
+                    monitor.event(f"checkpoint {path.name} written", echo=False)
+                dist.barrier()
+        use = (f"`alit train distill --base {run_dir}` takes it" if recipe.stage == "base"
+               else f"alit.load('{run_dir}') gives it")
+        monitor.event(f"done: step {step}, loss {logs.get('loss')}; model in {run_dir}: {use}")
+    finally:
+        monitor.close()
+        del batches
+    return run_dir
+
+
+def _is_loss(key: str) -> bool:
+    return key == "loss" or key.endswith("loss")
+
+
+def _fmt(logs: dict, all_keys: bool = False) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if all_keys or _is_loss(k)) or "-"
+
+
+def _save(run_dir, stage: Stage, optimizers, scaler, ema, step, world, streak, skipped) -> Path:
+    config, image_size = stage.export_config()
+    weights = ema.state_dict(like=stage.model) if ema is not None else stage.model.state_dict()
+    train_state = {
+        "step": step,
+        "world_size": world,
+        "recipe": stage.recipe.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in stage.model.state_dict().items()},
+        "extra": stage.extra_state(),
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "ema_updates": ema.updates if ema is not None else 0,
+        "nonfinite_streak": streak,
+        "skipped_files": sorted(skipped),
+        "rng": {"torch": torch.get_rng_state(), "python": list(_flatten_py_state(random.getstate())),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+    }
+    return checkpoint.save(run_dir, step, weights, config, train_state, stage.recipe.keep_checkpoints,
+                           image_size=image_size)
+
+
+def _flatten_py_state(st):
+    version, internal, gauss = st
+    return [version, list(internal), gauss]
+
+
+def _restore_rng(rng: dict) -> None:
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"].cpu())
+    if rng.get("python"):
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+
+
+def _saved_config(ckpt: Path) -> dict:
+    from ..weights import read_meta
+
+    return read_meta(ckpt)
+
+
+def preset_config(name: str, overrides: dict):
+    """ModelConfig of a preset with recipe overrides; a `base` mapping updates the preset's base."""
+    import dataclasses
+
+    from ..config import BaseConfig
+    from ..presets import preset
+
+    overrides = dict(overrides)
+    base_changes = overrides.pop("base", None) or {}
+    try:
+        config = preset(name, **overrides)
+        if base_changes:
+            if isinstance(base_changes, BaseConfig):
+                base = base_changes
+            else:
+                base = dataclasses.replace(config.base, **base_changes)
+            config = config.replace(base=base)
+    except (TypeError, ValueError) as e:
+        raise AlitError(f"recipe: model {name!r} with model_overrides {overrides}: {e}") from None
+    return config
+
+
+def checkpoint_blocks(model: nn.Module) -> int:
+    """Activation checkpointing of every transformer block (recomputed in backward): activations of
+    a block pass shrink to its input, for ~1/3 more compute. The modules and their state-dict
+    keys stay as they are: only each block instance's forward is wrapped."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    from ..model.layers import Block
+
+    def run(forward, x, rows=None):
+        if torch.is_grad_enabled():
+            return checkpoint(forward, x, rows, use_reentrant=False)
+        return forward(x, rows)
+
+    count = 0
+    for m in model.modules():
+        if isinstance(m, Block) and not isinstance(m.forward, functools.partial):
+            m.forward = functools.partial(run, m.forward)
+            count += 1
+    return count
+
+
+def previews_grid(images: torch.Tensor, columns: list[torch.Tensor]) -> torch.Tensor:
+    """Rows of [input, column 0, column 1, ...] per image -> one grid image [3, H', W']."""
+    from torchvision.utils import make_grid
+
+    tiles = torch.stack([images] + [c.float().clamp(0, 1) for c in columns], 1)  # [B, 1+C, 3, H, W]
+    return make_grid(tiles.flatten(0, 1).cpu(), nrow=1 + len(columns), padding=1)

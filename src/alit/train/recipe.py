@@ -1,0 +1,402 @@
+"""Run recipes: YAML files read into dataclasses, one class per training stage.
+
+A recipe is everything about a run except the architecture's weights: which preset, what data,
+how long, which losses with which weights. The shipped ones live in `alit/configs/<stage>-<name>.yaml`
+and are found by name (`--config tiny` for the stage at hand, or the full `distill-tiny`).
+
+Unknown keys are an error, and so are values of the wrong type: `--set lr=abc` fails before any
+work starts. Durations (`max_steps`, `warmup`, GAN schedule starts) are a step count or a string
+`"<epochs>ep"` converted with the dataset's size once it is known.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..errors import AlitError
+
+STAGES = ("base", "distill", "finetune")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PERCEPTUAL = ("lpips", "hed", "none")
+HALTING = ("off", "threshold", "paper")
+Duration = typing.Union[int, str]  # steps, or "<float>ep"
+
+
+@dataclass
+class GanRecipe:
+    """PatchGAN hinge loss with the adaptive weight (taming / the paper's stage 2)."""
+
+    # [start, weight] pairs: after `start` steps, the adversarial term is scaled by `weight` (times the
+    # adaptive weight). Before the first start nothing adversarial runs, not even the discriminator.
+    schedule: list[tuple[Duration, float]] = field(default_factory=list)
+    channels: int = 64                  # discriminator width of the first layer
+    layers: int = 3                     # strided conv layers after the first
+    max_adaptive_weight: float = 1e4    # clamp of |grad rec| / |grad gan| at the last decoder layer
+    lr: float | None = None             # discriminator lr; None: the generator's peak lr
+    betas: tuple[float, float] = (0.5, 0.9)  # taming's discriminator Adam betas
+    weight_decay: float = 0.0
+
+
+@dataclass
+class Recipe:
+    """What every stage shares."""
+
+    stage: str = "distill"              # base | distill | finetune (must match the command)
+    model: str = "tiny"                 # preset name, e.g. "small-vqgan-quantized" (alit.preset)
+    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields on top of the preset
+    # data
+    data: str | None = None             # image folder or WebDataset shards ("dir/{0000..0099}.tar")
+    dataset_size: int | None = None     # images per epoch for shards ("<n>ep" durations need it)
+    crop_scale: tuple[float, float] = (0.8, 1.0)  # RandomResizedCrop area range
+    hflip: bool = True
+    workers: int = 4                    # DataLoader worker processes per training process
+    # batch and schedule
+    batch_size: int = 256               # images per optimizer step, all processes together
+    micro_batch_size: int | None = None  # images per forward per process (None: batch / processes)
+    max_steps: Duration = 1000          # total optimizer steps of the run (also after --resume)
+    warmup: Duration = 0                # linear lr warm-up, then cosine decay to min_lr
+    lr: float | None = None             # peak lr; None: base_lr * batch_size / 256
+    base_lr: float = 1.5e-4
+    min_lr: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.05          # AdamW; none on biases, norms and embeddings
+    grad_clip: float | None = 3.0       # max global gradient norm (None: no clipping)
+    ema: float = 0.9999                 # EMA decay of the weights (0: no EMA)
+    ema_warmup: bool = True             # decay min(ema, (1 + n) / (10 + n)) after n updates
+    precision: str = "auto"             # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16
+    seed: int = 0
+    # bookkeeping
+    checkpoint_every: int = 1000        # steps between checkpoints (one is always written at the end)
+    keep_checkpoints: int = 3           # newest checkpoints kept in the run folder
+    image_every: int = 1000             # steps between TensorBoard reconstruction grids (0: never)
+    max_nonfinite: int = 5              # this many non-finite losses in a row stop the run
+
+    def __post_init__(self):
+        _choice("stage", self.stage, STAGES)
+        _choice("precision", self.precision, PRECISIONS)
+        for name in ("batch_size", "checkpoint_every", "keep_checkpoints", "max_nonfinite", "workers", "seed"):
+            low = 0 if name in ("workers", "seed") else 1
+            if getattr(self, name) < low:
+                raise AlitError(f"recipe: {name} must be >= {low}, got {getattr(self, name)}")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise AlitError(f"recipe: micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if not 0 <= self.ema < 1:
+            raise AlitError(f"recipe: ema must be in [0, 1), got {self.ema}")
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise AlitError(f"recipe: crop_scale must satisfy 0 < lo <= hi <= 1, got {list(self.crop_scale)}")
+        parse_duration(self.max_steps, None, "max_steps", check_only=True)
+        parse_duration(self.warmup, None, "warmup", check_only=True)
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else self.base_lr * self.batch_size / 256
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+@dataclass
+class BaseRecipe(Recipe):
+    """Train the 2D base tokenizer itself: VQGAN (L1 + perceptual + VQ losses, then GAN) or KL-VAE."""
+
+    stage: str = "base"
+    perceptual: str = "lpips"           # lpips | hed (offline VGG16 substitute) | none
+    perceptual_weight: float = 1.0
+    perceptual_path: str | None = None  # torchvision vgg16 weights (default: the torch hub cache)
+    pixel_weight: float = 1.0           # L1
+    codebook_weight: float = 1.0        # VQGAN: codebook + commitment losses
+    commitment: float = 0.25            # VQGAN: commitment factor
+    kl_weight: float = 1e-6             # VAE: KL per pixel value (LDM's 1e-6 with a summed pixel loss)
+    gan: GanRecipe = field(default_factory=GanRecipe)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _choice("perceptual", self.perceptual, PERCEPTUAL)
+        _check_schedule(self.gan)
+
+
+@dataclass
+class DistillRecipe(Recipe):
+    """Stage 1 (DESIGN 1.3): the base is frozen; CE + code MSE per iteration (latent MSE for a VAE)."""
+
+    stage: str = "distill"
+    base: str | None = None             # base checkpoint folder / base run / ALIT checkpoint (its base);
+                                        # "random" only for smoke tests
+    halting: str = "off"                # halting during training: off | threshold | paper
+    activation_checkpointing: bool = False  # recompute transformer blocks in backward (less memory)
+    iteration_weights: list[float] = field(default_factory=lambda: [2.5, 2.0, 1.5, 1.25, 1.0, 1.0, 1.0, 1.0])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _choice("halting", self.halting, HALTING)
+        if not self.iteration_weights:
+            raise AlitError("recipe: iteration_weights must not be empty")
+
+
+@dataclass
+class FinetuneRecipe(Recipe):
+    """Stage 2 (DESIGN 1.3): everything trains, one rollout iteration per step (cycling t = 0..T-1)."""
+
+    stage: str = "finetune"
+    init: str | None = None             # distill run / checkpoint (its EMA weights); "random" for smoke tests
+    halting: str = "off"
+    activation_checkpointing: bool = False  # recompute transformer blocks in backward (less memory)
+    perceptual: str = "lpips"
+    perceptual_weight: float = 1.0
+    perceptual_path: str | None = None
+    pixel_weight: float = 1.0
+    discriminator: str = "per_iteration"  # per_iteration (the paper: one per rollout iteration) | shared
+    gan: GanRecipe = field(default_factory=GanRecipe)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _choice("halting", self.halting, HALTING)
+        _choice("perceptual", self.perceptual, PERCEPTUAL)
+        _choice("discriminator", self.discriminator, ("per_iteration", "shared"))
+        _check_schedule(self.gan)
+
+
+RECIPES: dict[str, type[Recipe]] = {"base": BaseRecipe, "distill": DistillRecipe, "finetune": FinetuneRecipe}
+
+
+# --- durations -----------------------------------------------------------------------------------
+def parse_duration(value: Duration, steps_per_epoch: float | None, name: str = "duration",
+                   check_only: bool = False) -> int:
+    """A step count, or "<epochs>ep" -> steps (rounded) given the steps per epoch."""
+    if isinstance(value, bool):
+        raise AlitError(f"recipe: {name} must be a step count or '<n>ep', got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise AlitError(f"recipe: {name} must be >= 0, got {value}")
+        return value
+    text = str(value).strip()
+    if not text.endswith("ep"):
+        raise AlitError(f"recipe: {name} must be a step count or '<n>ep' (epochs), got {value!r}")
+    try:
+        epochs = float(text[:-2])
+    except ValueError:
+        raise AlitError(f"recipe: {name} must be a step count or '<n>ep' (epochs), got {value!r}") from None
+    if epochs < 0:
+        raise AlitError(f"recipe: {name} must be >= 0, got {value!r}")
+    if check_only:
+        return 0
+    if steps_per_epoch is None:
+        raise AlitError(f"recipe: {name}={value!r} is in epochs, but the dataset size is unknown "
+                        f"(WebDataset shards): set dataset_size, or give {name} in steps")
+    return round(epochs * steps_per_epoch)
+
+
+# --- reading, finding, overriding ----------------------------------------------------------------
+def shipped() -> dict[str, Path]:
+    """Shipped recipe name ("distill-tiny") -> file."""
+    folder = resources.files("alit") / "configs"
+    out = {}
+    if folder.is_dir():
+        for f in folder.iterdir():
+            if f.name.endswith(".yaml"):
+                out[f.name[:-5]] = Path(str(f))
+    return dict(sorted(out.items()))
+
+
+def find(name: str, stage: str) -> Path:
+    """A recipe file: a path to a YAML file, or a shipped name (`tiny` or `distill-tiny`)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise AlitError(f"recipe file {name} not found")
+        return path
+    recipes = shipped()
+    for key in (f"{stage}-{name}", name):
+        if key in recipes:
+            return recipes[key]
+    names = [k[len(stage) + 1:] for k in recipes if k.startswith(stage + "-")]
+    raise AlitError(f"no {stage} recipe named {name!r}; shipped {stage} recipes: {', '.join(names)} "
+                    f"(or give a path to a YAML file)")
+
+
+def load(name_or_path: str | Path, stage: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a recipe for `stage`, then apply `key=value` overrides (dotted keys for sections)."""
+    path = find(str(name_or_path), stage)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise AlitError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise AlitError(f"{path}: a recipe is a mapping of keys to values")
+    raw.setdefault("stage", stage)
+    if raw["stage"] != stage:
+        raise AlitError(f"{path} is a {raw['stage']!r} recipe, not a {stage!r} one")
+    return from_dict(raw, overrides, source=str(path))
+
+
+def from_dict(raw: dict, overrides=(), source: str = "recipe") -> Recipe:
+    stage = raw.get("stage")
+    if stage not in RECIPES:
+        raise AlitError(f"{source}: stage must be one of {STAGES}, got {stage!r}")
+    raw = dict(raw)
+    for item in overrides:
+        key, value = parse_override(item)
+        _set(raw, key, value, RECIPES[stage], source)
+    return build(RECIPES[stage], raw, source)
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    if "=" not in item:
+        raise AlitError(f"--set expects key=value, got {item!r}")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def _set(raw: dict, key: str, value, cls, source: str) -> None:
+    parts = key.split(".")
+    hints = typing.get_type_hints(cls)
+    node = raw
+    for i, part in enumerate(parts):
+        if part not in hints:
+            raise AlitError(f"--set {key}: unknown key {part!r}; known: {', '.join(sorted(hints))}")
+        if i == len(parts) - 1:
+            node[part] = value
+            return
+        sub = _dataclass_of(hints[part])
+        if sub is None:
+            if hints[part] is dict or typing.get_origin(hints[part]) is dict:
+                node = node.setdefault(part, {})  # a free-form mapping (model_overrides): nest the rest
+                for sub_key in parts[i + 1:-1]:
+                    node = node.setdefault(sub_key, {})
+                node[parts[-1]] = value
+                return
+            raise AlitError(f"--set {key}: {part!r} has no sub-keys")
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise AlitError(f"{source}: {part} must be a mapping")
+        hints, cls = typing.get_type_hints(sub), sub
+
+
+def build(cls, raw: dict, source: str = "recipe"):
+    """Dataclass `cls` from a mapping, every value checked against its annotation."""
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(hints))
+    if unknown:
+        raise AlitError(f"{source}: unknown key(s) {unknown} for a {cls.__name__}; "
+                        f"known: {', '.join(sorted(hints))}")
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = check(value, hints[name], name, source)
+    try:
+        return cls(**kwargs)
+    except AlitError as e:
+        raise AlitError(f"{source}: {e}") from None
+
+
+def check(value, tp, name: str, source: str = "recipe"):
+    """`value` converted to annotation `tp`, or an AlitError naming the key and the expected type."""
+    sub = _dataclass_of(tp)
+    if sub is not None:
+        if isinstance(value, sub):
+            return value
+        if not isinstance(value, dict):
+            raise AlitError(f"{source}: {name} must be a mapping of {sub.__name__} fields, got {value!r}")
+        return build(sub, value, f"{source}: {name}")
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return check(value, option, name, source)
+            except AlitError:
+                continue
+        raise AlitError(f"{source}: {name} must be {_describe(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise AlitError(f"{source}: {name} must be null, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif origin in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            if origin is tuple and args and args[-1] is not Ellipsis:
+                if len(value) != len(args):
+                    raise AlitError(f"{source}: {name} must be {_describe(tp)}, got {value!r}")
+                return tuple(check(v, a, f"{name}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+            item = args[0] if args else object
+            out = [check(v, item, f"{name}[{i}]", source) if item is not object else v
+                   for i, v in enumerate(value)]
+            return tuple(out) if origin is tuple else out
+    raise AlitError(f"{source}: {name} must be {_describe(tp)}, got {value!r}")
+
+
+def _describe(tp) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if tp is type(None):
+        return "null"
+    if origin in (list, tuple):
+        return f"a list of {', '.join(_describe(a) for a in args if a is not Ellipsis)}"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _dataclass_of(tp):
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise AlitError(f"recipe: {name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_schedule(gan: GanRecipe) -> None:
+    for start, weight in gan.schedule:
+        parse_duration(start, None, "gan.schedule start", check_only=True)
+        if weight < 0:
+            raise AlitError(f"recipe: gan.schedule weights must be >= 0, got {weight}")
+
+
+def _plain(x):
+    if isinstance(x, tuple):
+        return [_plain(v) for v in x]
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
+def dump(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

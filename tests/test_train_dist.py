@@ -1,0 +1,130 @@
+"""Runs as a user starts them, in subprocesses: 2 DDP processes (torchrun, gloo on CPU) reach the
+weights of 1 process with the same global batch; a run resumes with another process count; a run
+killed with SIGKILL after a checkpoint resumes to the weights of an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from alit.train import checkpoint
+
+MODEL = ("model_overrides={image_size: 16, num_iters: 4, encoder_width: 64, decoder_width: 64, encoder_heads: 2, "
+         "decoder_heads: 2, encoder_depth: 1, decoder_depth: 1, base: {latent_channels: 16}}")
+# constant lr: a run stopped early at step k has exactly the first k steps of a longer run
+COMMON = [MODEL, "batch_size=4", "workers=0", "warmup=0", "lr=1.0e-3", "min_lr=1.0e-3", "checkpoint_every=2",
+          "keep_checkpoints=10", "image_every=0", "base=random", "halting=threshold"]
+STEPS = 8
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def command(data, out, max_steps, nproc=1, resume=False):
+    args = ["train", "distill", "--out", str(out), "--max-steps", str(max_steps), "--no-progress"]
+    args += ["--resume"] if resume else ["--config", "tiny", "--data", str(data), "--set", *COMMON]
+    if nproc == 1:
+        return [sys.executable, "-m", "alit", *args]
+    launcher = [str(TORCHRUN)] if TORCHRUN.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    return [*launcher, "--standalone", f"--nproc_per_node={nproc}", "-m", "alit", *args]
+
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")  # the same threads in every run: comparable float sums
+
+
+def launch(*args, **kwargs):
+    done = subprocess.run(command(*args, **kwargs), capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def weights_at(run: Path, step: int):
+    ckpt = checkpoint.step_dir(run, step)
+    return checkpoint.load_state(ckpt)["model"], load_file(str(ckpt / "model.safetensors"))
+
+
+def steps_logged(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def assert_close(a: dict, b: dict, atol: float, rtol: float = 1e-4):
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=atol, rtol=rtol), f"{k}: largest difference {worst:.3g}"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (24 + 4 * i, 30, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(photos, tmp_path_factory):
+    """One process, STEPS steps, a checkpoint every 2."""
+    run = tmp_path_factory.mktemp("runs") / "one"
+    launch(photos, run, STEPS)
+    return run
+
+
+def test_two_processes_match_one(photos, reference, tmp_path):
+    run = tmp_path / "two"
+    done = launch(photos, run, 2, nproc=2)
+    assert steps_logged(run) == [1, 2]  # rank 0 alone writes
+    assert "batch 4 = 2 process(es) x 1 micro-step(s) x 2 images" in (run / "train.log").read_text()
+    raw2, ema2 = weights_at(run, 2)
+    raw1, ema1 = weights_at(reference, 2)
+    assert_close(raw2, raw1, atol=2e-5)
+    assert_close(ema2, ema1, atol=2e-5)
+    # ...and a run goes on with another number of processes: 2 -> 1 process, steps 3-4
+    launch(photos, run, 4, resume=True)
+    assert steps_logged(run) == [1, 2, 3, 4]
+    text = (run / "train.log").read_text()
+    assert "started with 2 process(es), continues with 1" in text
+    raw, ema = weights_at(run, 4)
+    raw_ref, ema_ref = weights_at(reference, 4)
+    assert_close(raw, raw_ref, atol=5e-5)
+    assert_close(ema, ema_ref, atol=5e-5)
+    assert done.returncode == 0
+
+
+def test_sigkill_then_resume_equals_uninterrupted(photos, reference, tmp_path):
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(command(photos, run, STEPS), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=ENV)
+    deadline = time.time() + 240
+    try:
+        while not checkpoint.checkpoints(run):  # poll until a checkpoint is complete
+            assert proc.poll() is None, f"the run ended before a checkpoint: {proc.stderr.read().decode()}"
+            assert time.time() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = checkpoint.checkpoints(run)[-1][0]
+    assert killed_at < STEPS, "the run finished before it could be killed"
+    launch(photos, run, STEPS, resume=True)
+    assert steps_logged(run) == list(range(1, STEPS + 1))  # each step logged once, after the resume too
+    raw, ema = weights_at(run, STEPS)
+    raw_ref, ema_ref = weights_at(reference, STEPS)
+    for k in raw_ref:
+        assert torch.equal(raw[k], raw_ref[k]), k
+    for k in ema_ref:
+        assert torch.equal(ema[k], ema_ref[k]), k
+    ref_log = [json.loads(x)["loss"] for x in (reference / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
+    assert log == ref_log

@@ -1,0 +1,221 @@
+"""The three stages end to end on a tiny model (16 px, 4 iterations, width 64, depth 1) in-process: run
+folders, log.jsonl, checkpoints, alit.load(RUN), resume equivalence, non-finite steps, unreadable
+files, the perceptual-loss error, and the `alit train` command as a user runs it."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import alit
+import alit.train as T
+from alit.errors import AlitError
+from alit.train import checkpoint
+from alit.train.distill import DistillStage
+from alit.train.loop import fit
+
+MODEL = ("model_overrides={image_size: 16, num_iters: 4, encoder_width: 64, decoder_width: 64, encoder_heads: 2, "
+         "decoder_heads: 2, encoder_depth: 1, decoder_depth: 1, base: {latent_channels: 16}}")
+SMALL = [MODEL,
+         "batch_size=4", "workers=0", "warmup=0", "image_every=2", "checkpoint_every=2"]
+CONSTANT_LR = ["lr=1.0e-3", "min_lr=1.0e-3"]  # max_steps then changes nothing but the length
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        x = np.linspace(0, 1, 48)
+        img = np.stack([np.outer(x, x) * rng.uniform(0.3, 1), np.outer(x[::-1], x) * rng.uniform(0.3, 1),
+                        rng.uniform(0, 1, (48, 48)) * 0.3], -1)
+        Image.fromarray((img * 255).astype(np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+def records(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_distill_run_folder(photos, tmp_path):
+    run = T.run("distill", "tiny", data=photos, out=tmp_path / "run", max_steps=3, progress=False,
+                overrides=SMALL + ["base=random"])
+    recs = records(run)
+    assert [r["step"] for r in recs] == [1, 2, 3]
+    assert all(isinstance(r["loss"], float) and math.isfinite(r["loss"]) for r in recs)
+    assert {"nll/0", "code/3", "quantizer/3", "lr", "images_per_s", "grad_norm/model"} <= set(recs[0])
+    assert [s for s, _ in checkpoint.checkpoints(run)] == [2, 3]
+    tok = alit.load(run)  # the newest checkpoint's EMA weights, straight from the run folder
+    ema = load_file(str(checkpoint.latest(run) / "model.safetensors"))
+    assert all(torch.equal(v, ema[k]) for k, v in tok.state_dict().items())
+    state = checkpoint.load_state(checkpoint.latest(run))
+    raw = state["model"]
+    assert not all(torch.equal(raw[k], ema[k]) for k in raw)  # EMA differs from the raw weights
+    assert all(torch.equal(raw[k], ema[k]) for k in raw if k.startswith("base."))  # frozen base
+    assert tok.config.image_size == 16 and tok.config.num_iters == 4
+    text = (run / "train.log").read_text()
+    assert "smoke test" in text and "checkpoint step-00000003" in text
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert T.recipe.load(run / "recipe.yaml", "distill").max_steps == 3
+    with pytest.raises(AlitError, match="already holds a run"):
+        T.run("distill", "tiny", data=photos, out=run, max_steps=3, progress=False, overrides=SMALL + ["base=random"])
+    with pytest.raises(AlitError, match="nothing to do"):
+        T.run("distill", None, out=run, resume=True, progress=False)
+
+
+def test_base_distill_finetune_chain(photos, tmp_path):
+    base = T.run("base", "tiny", data=photos, out=tmp_path / "base", max_steps=2, progress=False,
+                 overrides=SMALL + ["gan.schedule=[[0, 0.5]]", "gan.channels=8"])
+    recs = records(base)
+    assert {"codebook_loss", "commitment_loss", "gan/d_loss", "gan/adaptive_weight", "l1"} <= set(recs[-1])
+    base_model = alit.weights.load_module(base, expect="base")
+    dist_run = T.run("distill", "tiny", data=photos, out=tmp_path / "distill", max_steps=2, progress=False,
+                     base=base, overrides=SMALL)
+    tok = alit.load(dist_run)
+    assert all(torch.equal(v, tok.base.state_dict()[k]) for k, v in base_model.state_dict().items())
+    ft = T.run("finetune", "tiny", data=photos, out=tmp_path / "finetune", max_steps=3, progress=False,
+               init=dist_run, overrides=SMALL + ["gan.schedule=[[1, 0.2]]", "gan.channels=8"])
+    recs = records(ft)
+    assert [r["iteration"] for r in recs] == [0, 1, 2]  # one rollout iteration per step, cycling
+    assert "gan/g_loss" not in recs[0] and "gan/d_loss" in recs[1]  # GAN after step 1
+    extra = checkpoint.load_state(checkpoint.latest(ft))["extra"]["adversarial"]
+    assert any(k.startswith("discriminators.3.") for k in extra)  # one per iteration
+    tuned = alit.load(ft)
+    assert not torch.equal(tuned.base.decoder.conv_out.weight, tok.base.decoder.conv_out.weight)
+    shared = T.run("finetune", "tiny", data=photos, out=tmp_path / "shared", max_steps=1, progress=False,
+                   init=dist_run, overrides=SMALL + ["discriminator=shared", "gan.schedule=[[0, 0.2]]"])
+    extra = checkpoint.load_state(checkpoint.latest(shared))["extra"]["adversarial"]
+    assert not any(k.startswith("discriminators.1.") for k in extra)
+
+
+def test_vae_base_and_distill(photos, tmp_path):
+    base = T.run("base", "tiny-vae", data=photos, out=tmp_path / "vae", max_steps=1, progress=False,
+                 overrides=SMALL)
+    assert "kl_loss" in records(base)[0]
+    with pytest.raises(AlitError, match="vae base.*--set model="):
+        T.run("distill", "tiny", data=photos, out=tmp_path / "wrong", max_steps=1, progress=False, base=base,
+              overrides=SMALL)
+    run = T.run("distill", "tiny", data=photos, out=tmp_path / "d", max_steps=1, progress=False, base=base,
+                overrides=SMALL + ["model=tiny-vae-continuous"])
+    tok = alit.load(run)
+    assert tok.config.base.kind == "vae" and not tok.config.quantize
+    assert "nll/0" not in records(run)[0] and "code/0" in records(run)[0]
+
+
+def test_resume_equals_uninterrupted(photos, tmp_path):
+    common = SMALL + CONSTANT_LR + ["base=random", "halting=threshold"]
+    full = T.run("distill", "tiny", data=photos, out=tmp_path / "full", max_steps=4, progress=False,
+                 overrides=common)
+    part = T.run("distill", "tiny", data=photos, out=tmp_path / "part", max_steps=2, progress=False,
+                 overrides=common)
+    T.run("distill", None, out=part, max_steps=4, resume=True, progress=False)
+    assert [r["step"] for r in records(part)] == [1, 2, 3, 4]
+    a, b = (checkpoint.load_state(checkpoint.latest(r)) for r in (full, part))
+    assert a["step"] == b["step"] == 4
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-6, rtol=1e-5), k
+    ea, eb = (load_file(str(checkpoint.latest(r) / "model.safetensors")) for r in (full, part))
+    assert all(torch.allclose(ea[k], eb[k], atol=1e-6, rtol=1e-5) for k in ea)
+    assert [r["loss"] for r in records(full)] == pytest.approx([r["loss"] for r in records(part)], rel=1e-5)
+
+
+class NaNAt(DistillStage):
+    """A distill stage whose loss (or, with grads_only, only its gradients) is NaN at chosen steps."""
+
+    bad: set[int] = set()
+    grads_only = False
+
+    def micro_step(self, images, step, micro, backward):
+        logs = super().micro_step(images, step, micro, lambda loss: backward(loss * math.nan if step in self.bad else loss))
+        if step in self.bad and not self.grads_only:
+            logs["loss"] = logs["loss"] * math.nan
+        return logs
+
+
+def test_nonfinite_steps_are_skipped_then_stop(photos, tmp_path):
+    recipe = T.load_recipe("distill", "tiny", data=photos, overrides=SMALL + ["base=random", "max_nonfinite=2",
+                                                                            "checkpoint_every=1", "keep_checkpoints=5"])
+    NaNAt.bad = {2}
+    recipe.max_steps = 3
+    run = fit(recipe, NaNAt, tmp_path / "nan", torch.device("cpu"), progress=False)
+    recs = records(run)
+    assert [r["step"] for r in recs] == [1, 2, 3]
+    assert recs[1]["nonfinite"] is True and recs[1]["loss"] is None and "nonfinite" not in recs[2]
+    s1, s2 = (checkpoint.load_state(checkpoint.step_dir(run, s)) for s in (1, 2))
+    assert all(torch.equal(s1["model"][k], s2["model"][k]) for k in s1["model"])  # update skipped
+    assert "non-finite loss" in (run / "train.log").read_text()
+    NaNAt.grads_only = True  # a finite loss with non-finite gradients is skipped too
+    run = fit(recipe, NaNAt, tmp_path / "nan_grads", torch.device("cpu"), progress=False)
+    recs = records(run)
+    assert recs[1]["nonfinite"] is True and math.isfinite(recs[1]["loss"]) and "grad_norm/model" not in recs[1]
+    s1, s2 = (checkpoint.load_state(checkpoint.step_dir(run, s)) for s in (1, 2))
+    assert all(torch.equal(s1["model"][k], s2["model"][k]) for k in s1["model"])
+    NaNAt.grads_only = False
+    NaNAt.bad = {2, 3}
+    recipe.max_steps = 5
+    with pytest.raises(AlitError, match="non-finite for 2 steps in a row"):
+        fit(recipe, NaNAt, tmp_path / "nan2", torch.device("cpu"), progress=False)
+    assert [r["step"] for r in records(tmp_path / "nan2")] == [1, 2, 3]
+
+
+def test_unreadable_files_are_named(photos, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in sorted(photos.iterdir())[:3]:
+        (data / f.name).write_bytes(f.read_bytes())
+    (data / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    run = T.run("distill", "tiny", data=data, out=tmp_path / "run", max_steps=2, progress=False,
+                overrides=SMALL + ["base=random"])
+    skipped = [s for r in records(run) for s in r.get("skipped_files", [])]
+    assert len(skipped) == 1 and "zz_broken.jpg" in skipped[0]
+    text = (run / "train.log").read_text()
+    assert "zz_broken.jpg" in text and "1 unreadable file(s) skipped so far" in text
+
+
+def test_missing_lpips_weights_stop_the_run(photos, tmp_path):
+    with pytest.raises(AlitError, match="perceptual=hed"):
+        T.run("finetune", "tiny", data=photos, out=tmp_path / "ft", max_steps=1, progress=False,
+              overrides=SMALL + ["init=random", "perceptual=lpips", f"perceptual_path={tmp_path / 'none.pth'}"])
+    assert not (tmp_path / "ft" / "checkpoints").exists()
+
+
+def test_cli(photos, tmp_path):
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "alit", "train", "distill", "--config", "tiny", "--data", str(photos),
+           "--out", str(out), "--max-steps", "1", "--no-progress", "--set", *SMALL, "base=random"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"run folder: {out} (its newest model: alit.load('{out}'))" in done.stdout
+    assert records(out)[0]["step"] == 1
+    bad = subprocess.run(cmd[:-1] + ["batch_size=zero"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "batch_size must be an integer" in bad.stderr
+
+
+def test_activation_checkpointing_keeps_gradients_and_keys():
+    from alit.train.loop import checkpoint_blocks, preset_config
+    from alit.model.alit import ALIT
+
+    config = preset_config("tiny", {"image_size": 16, "num_iters": 2, "encoder_width": 64, "decoder_width": 64,
+                                    "encoder_heads": 2, "decoder_heads": 2, "base": {"latent_channels": 16}})
+    torch.manual_seed(0)
+    a = ALIT(config)
+    b = ALIT(config)
+    b.load_state_dict(a.state_dict())
+    assert checkpoint_blocks(b) == 4 and checkpoint_blocks(b) == 0  # encoder 2 + decoder 2 blocks, once
+    assert list(a.state_dict()) == list(b.state_dict())
+    images = torch.rand(2, 3, 16, 16)
+    for m in (a, b):
+        sum(c.square().mean() for c in m.rollout(images, "off", pixels=False).codes).backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert (p.grad is None) == (q.grad is None), n
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, atol=1e-6), n

@@ -1,0 +1,139 @@
+"""Recipes (YAML -> dataclasses, by name, --set with type checks), durations, the lr schedule and
+AdamW's parameter groups."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alit.errors import AlitError
+from alit.train import recipe as R
+from alit.train.optim import lr_at, param_groups
+
+
+def test_every_shipped_recipe_loads():
+    names = R.shipped()
+    assert {"base-tiny", "distill-tiny", "finetune-tiny"} <= set(names)
+    paper = [n for n in names if n.endswith(("-in100", "-in1k"))]
+    assert {"distill-small-vqgan-quantized-in100", "distill-small-vqgan-continuous-in100",
+            "distill-small-vae-quantized-in100", "distill-small-vqgan-quantized-in1k",
+            "finetune-small-vqgan-quantized-in100"} <= set(paper)
+    for name in names:
+        stage = name.split("-")[0]
+        r = R.load(name, stage)
+        assert r.stage == stage and isinstance(r, R.RECIPES[stage])
+
+
+def test_paper_hyperparameters():
+    d = R.load("small-vqgan-quantized-in100", "distill")
+    assert d.batch_size == 256 and d.peak_lr == pytest.approx(1.5e-4)
+    assert (d.max_steps, d.warmup) == ("200ep", "20ep")
+    assert d.betas == (0.9, 0.95) and d.weight_decay == 0.05 and d.grad_clip == 3.0
+    assert d.iteration_weights == [2.5, 2.0, 1.5, 1.25, 1.0, 1.0, 1.0, 1.0]
+    assert d.crop_scale == (0.8, 1.0) and d.hflip
+    f = R.load("small-vqgan-quantized-in100", "finetune")
+    assert f.batch_size == 96 and f.peak_lr == pytest.approx(1e-4 * 96 / 256)
+    assert f.perceptual == "lpips" and f.discriminator == "per_iteration"
+    assert [w for _, w in f.gan.schedule] == [0.2, 0.8] and f.gan.channels == 64 and f.gan.layers == 3
+    assert f.gan.max_adaptive_weight == 1e4
+
+
+def test_tiny_recipes_run_offline():
+    for stage in ("base", "finetune"):
+        assert R.load("tiny", stage).perceptual in ("none", "hed")
+
+
+def test_find_by_name_and_path(tmp_path):
+    assert R.find("tiny", "distill").name == "distill-tiny.yaml"
+    assert R.find("distill-tiny", "distill").name == "distill-tiny.yaml"
+    f = tmp_path / "mine.yaml"
+    f.write_text("stage: distill\nbatch_size: 4\n")
+    assert R.load(str(f), "distill").batch_size == 4
+    with pytest.raises(AlitError, match="no distill recipe named 'nope'.*tiny"):
+        R.find("nope", "distill")
+    with pytest.raises(AlitError, match="not a 'base' one"):
+        R.load(str(f), "base")
+
+
+def test_unknown_keys_are_errors(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("stage: distill\nbatch_sise: 4\n")
+    with pytest.raises(AlitError, match="unknown key.*batch_sise"):
+        R.load(str(f), "distill")
+    f.write_text("stage: finetune\ngan:\n  chanels: 4\n")
+    with pytest.raises(AlitError, match="chanels"):
+        R.load(str(f), "finetune")
+    # a stage-specific key in another stage's recipe
+    f.write_text("stage: distill\nperceptual: none\n")
+    with pytest.raises(AlitError, match="perceptual"):
+        R.load(str(f), "distill")
+
+
+def test_overrides_are_type_checked():
+    r = R.load("tiny", "finetune", ["lr=1e-3", "batch_size=16", "betas=[0.8, 0.99]", "perceptual=hed",
+                                     "gan.schedule=[[10, 0.2], [5ep, 0.8]]", "model_overrides.encoder_depth=1",
+                                     "grad_clip=null", "data=some/dir"])
+    assert r.lr == 1e-3 and isinstance(r.lr, float) and r.batch_size == 16 and r.betas == (0.8, 0.99)
+    assert r.gan.schedule == [(10, 0.2), ("5ep", 0.8)] and r.model_overrides == {"encoder_depth": 1}
+    nested = R.load("tiny", "base", ["model_overrides.base.channels=64", "model_overrides.image_size=32"])
+    assert nested.model_overrides == {"base": {"channels": 64}, "image_size": 32}
+    assert r.grad_clip is None and r.data == "some/dir"
+    bad = {"lr=abc": "lr must be a number", "batch_size=1.5": "batch_size must be an integer",
+           "hflip=3": "hflip must be true or false", "betas=[0.9]": "betas must be", "nope=1": "unknown key",
+           "gan.nope=1": "unknown key 'nope'", "lr.x=1": "has no sub-keys", "perceptual=vgg": "perceptual must be one of",
+           "max_steps=10epochs": "max_steps must be a step count", "batch_size=0": "batch_size must be >= 1",
+           "precision=fp8": "precision must be one of", "noequals": "key=value"}
+    for item, message in bad.items():
+        with pytest.raises(AlitError, match=message):
+            R.load("tiny", "finetune", [item])
+
+
+def test_durations():
+    assert R.parse_duration(120, None) == 120
+    assert R.parse_duration("2.5ep", 10.0) == 25
+    with pytest.raises(AlitError, match="dataset size is unknown"):
+        R.parse_duration("3ep", None, "max_steps")
+    with pytest.raises(AlitError, match="step count"):
+        R.parse_duration("3 epochs", 10.0)
+
+
+def test_recipe_round_trip():
+    r = R.load("tiny", "finetune")
+    again = R.from_dict(r.to_dict())
+    assert again == r
+    assert "stage: finetune" in R.dump(r)
+
+
+def test_lr_schedule():
+    peak, warm, total = 1.0, 10, 110
+    assert lr_at(1, peak, warm, total) == pytest.approx(0.1)
+    assert lr_at(10, peak, warm, total) == pytest.approx(1.0)
+    assert lr_at(11, peak, warm, total) == pytest.approx(1.0)
+    assert lr_at(61, peak, warm, total, 0.0) == pytest.approx(0.5)
+    assert 0 < lr_at(110, peak, warm, total) < 1e-3
+    lrs = [lr_at(s, peak, warm, total) for s in range(11, 111)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lr_at(5, 2.0, 0, 10, 2.0) == 2.0  # min_lr == lr: constant
+
+
+def test_no_weight_decay_on_biases_norms_embeddings():
+    import alit
+
+    model = alit.build("tiny")
+    groups = param_groups(model, 0.05)
+    decayed = {id(p) for p in groups[0]["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    assert groups[0]["weight_decay"] == 0.05 and groups[1]["weight_decay"] == 0.0
+    assert "encoder.blocks.0.attn.qkv.weight" in names and "decoder.head.0.weight" in names
+    assert "base.encoder.conv_in.weight" in names
+    for n in names:
+        assert n.endswith("weight") and "ln" not in n and "norm" not in n
+    for n in ("encoder.pos", "encoder.cls", "encoder.step_emb", "encoder.mask_token", "decoder.latent_pos",
+              "quantizer.codebook.weight", "base.quantize.embedding.weight", "encoder.ln_pre.weight",
+              "encoder.blocks.0.attn.qkv.bias"):
+        assert n not in names
+    total = sum(len(g["params"]) for g in groups)
+    assert total == len([p for p in model.parameters() if p.requires_grad])
+    model.base.requires_grad_(False)
+    assert not any(p is q for g in param_groups(model, 0.05) for p in g["params"]
+                   for q in model.base.parameters())
+    assert torch.is_tensor(groups[0]["params"][0])
