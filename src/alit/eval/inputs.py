@@ -1,0 +1,162 @@
+"""What an evaluation feeds the model: a checkpoint, and image files prepared by a named protocol.
+
+Two preprocessing protocols, both giving 8-bit RGB images of the model's size S (config.image_size):
+
+  resize-crop  (the default; the common protocol, and the paper's for its own photos and figures)
+      resize the shorter side to S (bicubic, antialiased), then crop the central S x S square:
+      `alit.images.fit`, exactly what `alit reconstruct` and `alit visualize` do.
+  center-crop  (the paper's ImageNet evaluation: evaluate_rfid.py on a `val` folder)
+      crop the central S x S square of the image at its own resolution, with no resizing. An image
+      smaller than S on a side is padded with black, as torchvision's CenterCrop (which the paper
+      uses) does; how many were padded is reported.
+
+Either way the prepared image is rounded to 8 bits (as the paper's loader, which reads 8-bit files,
+gives it) and that is what the model is given and what reconstructions are scored against.
+Reconstructions are clamped to [0, 1] and made 8-bit before they are scored, as a saved PNG would
+be: rounded to nearest under resize-crop; truncated (floor of 255 x) under center-crop, because
+the paper's evaluation saves them with `astype(uint8)` and measures the saved files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import AlitError
+from ..images import ImageReadError, fit, read_image
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    description: str
+    resize: bool     # resize the shorter side to S before the central crop
+    truncate: bool   # reconstructions to 8 bits by truncation (the paper's) instead of rounding
+
+    def prepare(self, image: torch.Tensor, size: int) -> tuple[torch.Tensor, bool]:
+        """A decoded image [3, H, W] in [0, 1] -> ([3, S, S] on the 8-bit grid, whether it was padded)."""
+        padded = False
+        if self.resize:
+            image = fit(image, size)
+        else:
+            _, h, w = image.shape
+            padded = h < size or w < size
+            if padded:  # torchvision's CenterCrop pads (zeros) evenly before it crops
+                ph, pw = max(size - h, 0), max(size - w, 0)
+                image = F.pad(image, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+            _, h, w = image.shape
+            top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+            image = image[:, top:top + size, left:left + size].contiguous()
+        return to_8bit(image), padded
+
+    def finish(self, reconstructions: torch.Tensor) -> torch.Tensor:
+        """Reconstructions -> clamped, on the 8-bit grid, as they are scored."""
+        return to_8bit(reconstructions, truncate=self.truncate)
+
+
+PROTOCOLS = {
+    "resize-crop": Protocol(
+        "resize-crop", "resize the shorter side to S (bicubic, antialiased), centre-crop S x S; "
+        "8-bit input; reconstructions rounded to 8 bits", resize=True, truncate=False),
+    "center-crop": Protocol(
+        "center-crop", "centre-crop S x S at the image's own resolution, no resizing (black padding "
+        "where a side is shorter than S, as torchvision's CenterCrop); 8-bit input; reconstructions "
+        "truncated to 8 bits (the paper's evaluate_rfid.py)", resize=False, truncate=True),
+}
+
+
+def protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise AlitError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def to_8bit(images: torch.Tensor, truncate: bool = False) -> torch.Tensor:
+    """Values clamped to [0, 1] and put on the 8-bit grid k / 255 (rounded, or truncated)."""
+    scaled = images.clamp(0, 1) * 255
+    return (scaled.floor() if truncate else scaled.round()) / 255
+
+
+def load_model(spec: str | Path | None, device: str | torch.device | None = None):
+    """A tokenizer from a checkpoint folder/file, or the bundled model for "default"; eval mode."""
+    from ..tokenizer import load
+
+    if spec is None:
+        raise AlitError("--checkpoint CKPT is required (a folder made by `alit convert` or training)")
+    try:
+        tok = load(spec)
+    except AlitError as e:
+        if str(spec) == "default" and not Path(spec).exists():
+            raise AlitError(f"--checkpoint default: no bundled default model can be loaded in this install "
+                            f"({e}); give a checkpoint folder instead") from None
+        raise
+    return tok.to(default_device(device))
+
+
+def default_device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def parse_lengths(text: str, allowed: list[int]) -> list[int]:
+    """"all" -> every length of the model; "32,64" -> [32, 64], each checked against `allowed`."""
+    if text.strip() == "all":
+        return list(allowed)
+    try:
+        lengths = sorted({int(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise AlitError(f"--lengths takes 'all' or comma-separated token counts, got {text!r}") from None
+    bad = [n for n in lengths if n not in allowed]
+    if not lengths or bad:
+        raise AlitError(f"--lengths {text!r}: {bad or 'none'} not lengths of this model; choose from {allowed}")
+    return lengths
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(v > 0 for v in values):
+        raise AlitError(f"{what} takes comma-separated positive numbers, got {text!r}")
+    return values
+
+
+@dataclass
+class Batch:
+    paths: list[Path]
+    images: torch.Tensor   # [b, 3, S, S] on the 8-bit grid
+    padded: int            # how many were padded (center-crop only)
+
+
+def batches(paths: list[Path], size: int, proto: Protocol, batch_size: int, on_error=None):
+    """Yield Batch objects of prepared images; an unreadable file goes to on_error(message) and is skipped."""
+    if batch_size < 1:
+        raise AlitError(f"--batch-size must be at least 1, got {batch_size}")
+    for start in range(0, len(paths), batch_size):
+        kept, images, padded = [], [], 0
+        for path in paths[start:start + batch_size]:
+            try:
+                image, was_padded = proto.prepare(read_image(path), size)
+            except ImageReadError as e:
+                if on_error is None:
+                    raise
+                on_error(str(e))
+                continue
+            kept.append(path)
+            images.append(image)
+            padded += was_padded
+        if kept:
+            yield Batch(kept, torch.stack(images), padded)
+
+
+def image_names(paths: list[Path], root: Path | None = None) -> list[str]:
+    """A display name per path: relative to root when given, else the file name."""
+    names = []
+    for p in paths:
+        try:
+            names.append(str(p.relative_to(root)) if root is not None else p.name)
+        except ValueError:
+            names.append(p.name)
+    return names
