@@ -107,6 +107,25 @@ def _output_names(paths: list[Path]) -> dict[Path, str]:
     return names
 
 
+def cmd_demo(args) -> int:
+    from .criteria import parse_criterion
+    from .demo import run_demo
+    from .eval.inputs import load_model
+
+    parse_criterion(args.criterion)  # a bad rule fails before the model loads
+    tok = load_model(args.checkpoint, args.device)
+    s = run_demo(tok, args.out, criterion=args.criterion, batch_size=args.batch_size, checkpoint=args.checkpoint)
+    table = [["tokens", "mean L1", "mean PSNR"]]
+    table += [[L, f"{l1:.4f}", f"{s['mean_psnr'][L]:.2f}"] for L, l1 in s["mean_l1"].items()]
+    _print_table(table)
+    rank = s["spearman_chosen_vs_png_bpp"]
+    rho = f"{rank['rho']:.3f} (p {rank['p']:.2g})" if rank["rho"] is not None else f"n/a ({rank['reason']})"
+    print(f"{len(s['images'])} photos, {args.criterion}: mean chosen tokens {s['mean_chosen_tokens']:.1f}; "
+          f"Spearman rho of chosen tokens vs PNG bits per pixel {rho}")
+    print(Path(args.out) / "index.html")
+    return 0
+
+
 def cmd_data_photos(args) -> int:
     from .photos import assemble, parse_tiers
 
@@ -443,6 +462,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per forward pass (default 8)")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     s.set_defaults(func=cmd_reconstruct)
+
+    s = sub.add_parser("demo", help="the model on the held-out photos bundled with alit: summary.json, index.html",
+                       description="Run the model on the 48 held-out photos bundled with alit (resized and "
+                       "centre-cropped to its size, 8-bit), with reconstructions at every length. Writes "
+                       "OUT/summary.json (per photo: L1 and PSNR of the 8-bit reconstruction at every length, "
+                       "the length the criterion chooses, PNG bits per pixel of the model's input; the means "
+                       "and the Spearman correlation of chosen tokens with PNG bits per pixel) and "
+                       "OUT/index.html (every photo at every length, plots). Prints the means per length.")
+    s.add_argument("--out", default="alit-demo", metavar="DIR", help="output folder (default alit-demo)")
+    s.add_argument("--checkpoint", metavar="CKPT", default="default",
+                   help="model folder (model.safetensors + config.json), or 'default' for the bundled model "
+                   "(the default)")
+    s.add_argument("--criterion", default="l1:0.07", metavar="NAME:VALUE",
+                   help="which length each photo gets: l1:T, psnr:DB, mse:T judged on the 8-bit "
+                   "reconstruction, or the pixel-free conf:P, code:T (default l1:0.07)")
+    s.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
+    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("data", help="assemble data sets (`alit data photos`)")
     data = s.add_subparsers(dest="data_command", metavar="WHAT", required=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 STYLE = """
@@ -24,7 +25,26 @@ figcaption { font-size: 0.85em; color: #4b5560; max-width: 640px; }
 .note { color: #7a4b00; background: #fff7e6; border: 1px solid #f0d9a8; padding: 6px 10px; }
 .muted { color: #68737d; font-size: 0.9em; } code { background: #f1f4f7; padding: 0 3px; }
 img.pixel { image-rendering: pixelated; }
+td.img { text-align: center; } td.img img { display: block; margin: 0 auto; border: 1px solid #d8dde2; }
+td.hl { background: #fff1e0; outline: 3px solid #e8590c; outline-offset: -3px; font-weight: 600; }
 """
+
+
+@dataclass(frozen=True)
+class Img:
+    """An image in a table cell (`Page.table`): a path relative to the page, linked to itself,
+    with a caption under it; a highlighted cell is framed."""
+
+    src: str
+    caption: str = ""
+    width: int | None = None
+    highlight: bool = False
+
+    def markup(self) -> str:
+        src = html.escape(self.src)
+        w = f' width="{self.width}"' if self.width else ""
+        cap = f"<br>{html.escape(self.caption)}" if self.caption else ""
+        return f'<a href="{src}"><img src="{src}" alt="{html.escape(self.caption or self.src)}"{w}></a>{cap}'
 
 
 class Page:
@@ -57,8 +77,11 @@ class Page:
 
     def table(self, header: list[str], rows: list[list], left: int = 1, text: tuple[int, ...] = ()) -> "Page":
         """A table; the first `left` columns and those in `text` are left-aligned; floats are shown with
-        4 significant digits."""
+        4 significant digits; an `Img` cell shows its image."""
         def cell(value, i, tag):
+            if isinstance(value, Img):
+                cls = ' class="img hl"' if value.highlight else ' class="img"'
+                return f"<{tag}{cls}>{value.markup()}</{tag}>"
             cls = ' class="l"' if i < left or i in text else ""
             return f"<{tag}{cls}>{html.escape(fmt(value))}</{tag}>"
         head = "".join(cell(h, i, "th") for i, h in enumerate(header))

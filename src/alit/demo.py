@@ -1,0 +1,179 @@
+"""`alit demo`: a model on the held-out photos bundled with the package, in one folder.
+
+The photos (assets/demo_photos: the 48 held-out photos of `alit data photos`, 128 px on the shorter
+side, made by benchmarks/make_demo_photos.py) are prepared as `alit eval` prepares them under
+resize-crop: shorter side to the model's size S, centre crop, 8-bit. One rollout per batch gives
+every length; each reconstruction is clamped and rounded to 8 bits and scored against the input in
+float64, as `alit eval` scores it (L1, PSNR). The criterion judges those same 8-bit reconstructions,
+so `chosen_tokens` is the shortest length whose written l1 / psnr passes it (the longest when none
+does); `alit reconstruct` and `encode` judge the raw reconstruction instead, which can differ only
+for an image within a rounding of the threshold. Complexity is the PNG bits per pixel of the image
+the model was given (`analysis.complexity_proxies`).
+
+Writes to OUT:
+  summary.json  {"model", "criterion", "protocol", "mean_l1", "mean_psnr", "mean_chosen_tokens",
+                "spearman_chosen_vs_png_bpp": {"rho", "p", "n"}, "images": [{"file", "chosen_tokens",
+                "l1": {"8": ..}, "psnr": {"8": ..}, "png_bpp"}, ...]}; l1 / psnr keyed by length
+  index.html    every photo at every length (the chosen one framed), mean L1 against tokens, and
+                chosen tokens against PNG bits per pixel
+  images/<stem>/input.png, len008.png, ...   the PNGs the page shows; l1.png, scatter.png
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .criteria import L1Below, first_accepted, needs_pixels, parse_criterion
+from .errors import AlitError
+from .eval.analysis import complexity_proxies, correlation
+from .eval.inputs import batches, protocol
+from .eval.metrics import pixel_metrics
+from .eval.report import Img, Page, pyplot, save_figure
+from .images import find_images, save_png
+
+PHOTOS = Path(__file__).parent / "assets" / "demo_photos"
+
+
+def run_demo(tok, out: str | Path, criterion: str = "l1:0.07", batch_size: int = 16,
+             checkpoint: str = "default") -> dict:
+    """Score `tok` on the bundled photos and write OUT/summary.json, OUT/index.html and their images.
+    `checkpoint` names the model in the summary. Returns the summary (the content of summary.json)."""
+    rule = parse_criterion(criterion)
+    paths, problems = find_images([PHOTOS])
+    if problems:
+        raise AlitError(f"the demo photos are missing from this install ({'; '.join(problems)}); reinstall alit")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    proto = protocol("resize-crop")
+    records = []
+    with tqdm(total=len(paths), unit="image", file=sys.stderr, disable=None) as bar:
+        for batch in batches(paths, tok.config.image_size, proto, batch_size):
+            records += _score(tok, rule, proto, batch, out)
+            bar.update(len(batch.paths))
+
+    lengths = [str(L) for L in tok.config.lengths]
+    chosen = [r["chosen_tokens"] for r in records]
+    rank = correlation(chosen, [r["png_bpp"] for r in records])
+    spearman = {"rho": rank["spearman"], "p": rank["spearman_p"], "n": rank["n"]}
+    if "reason" in rank:
+        spearman["reason"] = rank["reason"]
+    summary = {
+        "model": {"checkpoint": str(checkpoint), "fingerprint": tok.fingerprint(),
+                  "image_size": tok.config.image_size, "lengths": tok.config.lengths},
+        "criterion": criterion,
+        "protocol": proto.description,
+        "mean_l1": {L: float(np.mean([r["l1"][L] for r in records])) for L in lengths},
+        "mean_psnr": {L: float(np.mean([r["psnr"][L] for r in records])) for L in lengths},
+        "mean_chosen_tokens": float(np.mean(chosen)),
+        "spearman_chosen_vs_png_bpp": spearman,
+        "images": records,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    _error_plot(summary, out / "l1.png", rule.threshold if isinstance(rule, L1Below) else None)
+    _complexity_plot(summary, out / "scatter.png")
+    _page(summary).write(out / "index.html")
+    return summary
+
+
+@torch.no_grad()
+def _score(tok, rule, proto, batch, out: Path) -> list[dict]:
+    """One record per photo of the batch; writes its input and reconstructions under out/images."""
+    lengths = tok.config.lengths
+    images = batch.images.to(next(tok.parameters()).device)  # [b, 3, S, S] on the 8-bit grid
+    roll = tok.rollout(images)
+    # float64, as `alit eval` scores: the rule then sees exactly the numbers written to summary.json
+    inputs = images.double()
+    recons = [proto.finish(r).double() for r in roll.reconstructions]  # per length: [b, 3, S, S], 8-bit
+    chosen = first_accepted(rule, inputs, recons if needs_pixels(rule) else roll).tolist()  # [b] length index
+    scores = [pixel_metrics(inputs, r) for r in recons]  # per length: {"l1": [b], "psnr": [b], ...}
+    records = []
+    for j, path in enumerate(batch.paths):
+        folder = out / "images" / path.stem
+        folder.mkdir(exist_ok=True)
+        save_png(batch.images[j], folder / "input.png")
+        for i, L in enumerate(lengths):
+            save_png(recons[i][j], folder / f"len{L:03d}.png")
+        records.append({"file": path.name, "chosen_tokens": lengths[chosen[j]],
+                        "l1": {str(L): float(s["l1"][j]) for L, s in zip(lengths, scores)},
+                        "psnr": {str(L): float(s["psnr"][j]) for L, s in zip(lengths, scores)},
+                        "png_bpp": complexity_proxies(batch.images[j])["png_bpp"]})
+    return records
+
+
+def _error_plot(summary: dict, path: Path, threshold: float | None) -> None:
+    """Each photo's L1 against tokens (thin) and the mean (bold); the L1 threshold, if any (dashed)."""
+    lengths = summary["model"]["lengths"]
+    fig, ax = pyplot().subplots(figsize=(5.6, 3.8))
+    for r in summary["images"]:
+        ax.plot(lengths, list(r["l1"].values()), color="0.75", lw=0.8)
+    ax.plot(lengths, list(summary["mean_l1"].values()), "o-", color="C0", lw=2.2, label="mean over photos")
+    if threshold is not None:
+        ax.axhline(threshold, color="C3", ls="--", lw=1, label=f"criterion {summary['criterion']}")
+    ax.set_xticks(lengths)
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("L1 (8-bit reconstruction)")
+    ax.set_title(f"Reconstruction error of {len(summary['images'])} held-out photos")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def _complexity_plot(summary: dict, path: Path) -> None:
+    """Chosen tokens against PNG bits per pixel, with Spearman's rho in the title."""
+    lengths = summary["model"]["lengths"]
+    x = np.array([r["png_bpp"] for r in summary["images"]])
+    y = np.array([r["chosen_tokens"] for r in summary["images"]], dtype=float)
+    jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(y)) * lengths[0]  # tokens are discrete
+    fig, ax = pyplot().subplots(figsize=(5.6, 3.8))
+    ax.scatter(x, y + jitter, s=18, alpha=0.75)
+    rank = summary["spearman_chosen_vs_png_bpp"]
+    stat = f"rho = {rank['rho']:.2f} (p = {rank['p']:.2g})" if rank["rho"] is not None else "rho n/a"
+    ax.set_title(f"Chosen tokens against complexity: Spearman {stat}", fontsize=10)
+    ax.set_xlabel("PNG bits per pixel of the model's input")
+    ax.set_ylabel(f"chosen tokens ({summary['criterion']})")
+    ax.set_yticks(lengths if len(lengths) <= 10 else lengths[::2])
+    ax.set_ylim(lengths[0] - lengths[0] / 2, lengths[-1] + lengths[0] / 2)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def _page(summary: dict) -> Page:
+    model, records, rank = summary["model"], summary["images"], summary["spearman_chosen_vs_png_bpp"]
+    lengths = model["lengths"]
+    page = Page("alit demo")
+    page.definitions([
+        ("model", f"{model['checkpoint']} (fingerprint {model['fingerprint']}), {model['image_size']} px, "
+                  f"lengths {', '.join(map(str, lengths))}"),
+        ("photos", f"{len(records)} held-out photos bundled with alit (never trained on)"),
+        ("preprocessing", summary["protocol"]),
+        ("length rule", f"{summary['criterion']}: the shortest length whose 8-bit reconstruction passes it, "
+                        f"the longest when none does"),
+        ("mean chosen tokens", f"{summary['mean_chosen_tokens']:.1f}"),
+        ("Spearman rho, chosen tokens vs PNG bits per pixel",
+         f"{rank['rho']:.3f} (p = {rank['p']:.2g}, n = {rank['n']})" if rank["rho"] is not None
+         else f"n/a: {rank['reason']}")])
+    page.heading("Error against tokens")
+    counts = [sum(r["chosen_tokens"] == L for r in records) for L in lengths]
+    page.table(["tokens", "mean L1", "mean PSNR (dB)", "photos choosing it"],
+               [[L, summary["mean_l1"][str(L)], summary["mean_psnr"][str(L)], n] for L, n in zip(lengths, counts)])
+    page.figure("l1.png", "L1 of each photo (grey) and the mean (blue) at every length")
+    page.figure("scatter.png", "Chosen tokens (jittered) against PNG bits per pixel of the image the model was given")
+    page.heading("Every photo at every length")
+    page.paragraph("Framed: the chosen length. Under each reconstruction: its L1. Fewest tokens first; "
+                   "click an image for its PNG.", cls="muted")
+    width = max(64, min(2 * model["image_size"], 96))
+    rows = []
+    for r in sorted(records, key=lambda r: (r["chosen_tokens"], r["png_bpp"])):
+        stem = Path(r["file"]).stem
+        row = [f"{r['file']}: {r['chosen_tokens']} tokens, PNG {r['png_bpp']:.2f} bpp",
+               Img(f"images/{stem}/input.png", width=width)]
+        row += [Img(f"images/{stem}/len{L:03d}.png", f"{r['l1'][str(L)]:.3f}", width, r["chosen_tokens"] == L)
+                for L in lengths]
+        rows.append(row)
+    page.table(["photo", "input"] + [f"{L} tokens" for L in lengths], rows)
+    return page

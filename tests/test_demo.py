@@ -1,0 +1,86 @@
+"""`alit demo` as a user runs it, on the bundled photos, with a tiny random-weight checkpoint."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+import alit
+from alit.demo import PHOTOS
+from alit.eval.inputs import batches, protocol
+from alit.eval.metrics import pixel_metrics
+from alit.photos import heldout_names
+from conftest import run_alit
+from test_eval_support import CHROMIUM, NO_CHROMIUM, assert_renders, make_checkpoint, one_thread  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """(output folder, threshold, completed process) of one `alit demo` run whose L1 threshold is
+    the median first-length error, so the rule splits the photos."""
+    root = tmp_path_factory.mktemp("demo")
+    ckpt = make_checkpoint(root / "ckpt")
+    tok = alit.load(ckpt)
+    proto = protocol("resize-crop")
+    batch = next(batches(sorted(PHOTOS.glob("*.jpg")), tok.config.image_size, proto, 64))
+    with torch.no_grad():
+        first = proto.finish(tok.rollout(batch.images, num_iters=1).reconstructions[0])
+    threshold = float(pixel_metrics(batch.images, first)["l1"].median()) + 1e-6
+    out = root / "out"
+    proc = run_alit("demo", "--checkpoint", ckpt, "--out", out, "--criterion", f"l1:{threshold}")
+    return out, threshold, proc
+
+
+def test_bundled_photos_are_the_heldout_photos():
+    files = sorted(PHOTOS.glob("*.jpg"))
+    assert sorted(f.stem for f in files) == sorted(name.rsplit(".", 1)[0] for name in heldout_names())
+    assert sum(f.stat().st_size for f in files) < 1_000_000
+
+
+def test_demo_summary(demo):
+    out, threshold, proc = demo
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    lengths = summary["model"]["lengths"]
+    keys = [str(L) for L in lengths]
+    assert len(summary["images"]) == 48
+    assert summary["criterion"] == f"l1:{threshold}"
+    for r in summary["images"]:
+        assert list(r["l1"]) == keys and list(r["psnr"]) == keys
+        assert r["chosen_tokens"] in lengths
+        # the shortest length whose L1 passes, the longest when none does
+        assert r["chosen_tokens"] == next((L for L in lengths if r["l1"][str(L)] < threshold), lengths[-1])
+        assert r["png_bpp"] > 0
+    chosen = {r["chosen_tokens"] for r in summary["images"]}
+    assert lengths[0] in chosen and len(chosen) > 1  # the threshold splits the photos
+    for L in keys:
+        assert summary["mean_l1"][L] == pytest.approx(sum(r["l1"][L] for r in summary["images"]) / 48)
+    rank = summary["spearman_chosen_vs_png_bpp"]
+    assert -1 <= rank["rho"] <= 1 and 0 <= rank["p"] <= 1
+    # the printed table: a row per length, then the means and the page
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:1 + len(lengths)]] == keys
+    assert "Spearman rho" in proc.stdout and lines[-1] == str(out / "index.html")
+
+
+def test_demo_page_links_only_existing_images(demo):
+    out, _, _ = demo
+    page = (out / "index.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 48 * 9 + 2  # input and every length per photo, and the two plots
+    assert all((out / src).is_file() for src in sources)
+    assert page.count('class="img hl"') == 48  # one chosen length per photo
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_demo_page_renders(demo, tmp_path):
+    assert_renders(demo[0] / "index.html", tmp_path / "demo.png", min_images=48 * 9 + 2)
+
+
+def test_missing_checkpoint_is_one_line(tmp_path):
+    proc = run_alit("demo", "--checkpoint", tmp_path / "nope", "--out", tmp_path / "out")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("alit demo: error: ")
+    assert "nope" in proc.stderr
