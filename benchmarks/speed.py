@@ -20,9 +20,11 @@ the same weights and images; the repository's checkout is not touched. Compared 
 interleaved, in alternating order, and each keeps its best time.
 
 bfloat16 runs with the weights cast (`alit.load(path, dtype=torch.bfloat16)`). On a CPU without
-native bfloat16 (no AVX512-BF16 / AMX) it is emulated and far slower than float32, so unless
---bf16-full the comparison uses a one-iteration rollout (setup, one encoder pass, one latent
-decoder pass, one pixel decode: every kind of work of a full rollout) to stay within minutes.
+native bfloat16 (no AVX512-BF16 / AMX) it is emulated and slower than float32; --bf16-iters 1
+compares one-iteration rollouts instead (setup, one encoder pass, one latent decoder pass, one
+pixel decode: every kind of work of a full rollout) where time is short.
+
+With --out, the JSON is rewritten after every section, so an interrupted run keeps what it measured.
 """
 from __future__ import annotations
 
@@ -51,12 +53,13 @@ NEEDS = [1, 1, 2, 2, 4, 4, 8, 8]  # iterations each image of the compaction batc
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="small")
-    p.add_argument("--repeats", type=int, default=2, help="rounds of the batch-1 comparisons (default 2)")
-    p.add_argument("--compaction-repeats", type=int, default=1, help="rounds of the batch-8 encodes (default 1)")
-    p.add_argument("--compaction-criterion", choices=("pixel-free", "pixels"), default="pixel-free",
-                   help="how the batch-8 encode judges a length: from the decoder's prediction (default) or "
-                   "from decoded pixels (the paper's rule; far longer on a CPU)")
-    p.add_argument("--bf16-full", action="store_true", help="compare bf16 on the full rollout even where slow")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the batch-1 comparisons (default 3)")
+    p.add_argument("--compaction-repeats", type=int, default=2, help="rounds of the batch-8 encodes (default 2)")
+    p.add_argument("--compaction-criterion", choices=("pixels", "pixel-free"), default="pixels",
+                   help="how the batch-8 encode judges a length: from decoded pixels, as L1Below (default), "
+                   "or from the decoder's prediction, as ConfidenceAbove")
+    p.add_argument("--bf16-iters", type=int, default=None,
+                   help="iterations of the bf16 / fp32 rollouts compared (default: all)")
     p.add_argument("--before-ref", default=None, help="git revision of the code before (default: see above)")
     p.add_argument("--out", default=None, help="also write every number as JSON")
     args = p.parse_args()
@@ -95,7 +98,8 @@ def main() -> None:
                     runs.append(timed_rollout(tok, x1))
                     t = runs[-1]["total"]
                 elif what == "before":
-                    t = seconds(lambda: old.rollout(x1))
+                    with torch.no_grad():  # as timed_rollout
+                        t = seconds(lambda: old.rollout(x1))
                     t_before.append(t)
                 else:
                     t = seconds(lambda: tok.encode(x1, num_tokens=L0))
@@ -105,7 +109,9 @@ def main() -> None:
     table1["model"] = f"preset {args.preset} (random weights)"
     after, before, fixed = table1["rollout_s"], min(t_before), min(t_fixed)
     out["batch1"] = {"rollout_after_s": after, "rollout_before_s": before, "fixed_encode_s": fixed,
-                     "after_vs_before_max_abs_diff": diffs, "bench": table1}
+                     "rollout_after_runs_s": [r["total"] for r in runs], "rollout_before_runs_s": t_before,
+                     "fixed_encode_runs_s": t_fixed, "after_vs_before_max_abs_diff": diffs, "bench": table1}
+    save(out, args.out)
 
     # --- batch 8: adaptive encode with and without compaction ---
     x8 = tagged(S)
@@ -121,17 +127,17 @@ def main() -> None:
             (t_compact if compact else t_full).append(t)
             print(f"  batch 8, {'with' if compact else 'without'} compaction: {t:8.2f} s", flush=True)
     out["compaction"] = {"needs": NEEDS, "criterion": args.compaction_criterion,
-                         "with_s": min(t_compact), "without_s": min(t_full),
-                         "image_iterations": [sum(NEEDS), len(NEEDS) * max(NEEDS)]}
+                         "with_s": min(t_compact), "without_s": min(t_full), "with_runs_s": t_compact,
+                         "without_runs_s": t_full, "image_iterations": [sum(NEEDS), len(NEEDS) * max(NEEDS)]}
+    save(out, args.out)
 
     # --- bfloat16 against float32 ---
-    full_bf16 = args.bf16_full or cpu_has_native_bf16()
-    iters = T if full_bf16 else 1
+    iters = args.bf16_iters or T
     low = copy.deepcopy(tok).to(torch.bfloat16)
     with torch.no_grad():
         low.rollout(x1, num_iters=1)  # warm-up
     t32, t16 = [], []
-    for r in range(args.repeats if full_bf16 else 1):
+    for r in range(max(1, args.repeats - 1)):
         for dtype in ((torch.bfloat16, torch.float32) if r % 2 == 0 else (torch.float32, torch.bfloat16)):
             model = low if dtype == torch.bfloat16 else tok
             with torch.no_grad():
@@ -145,8 +151,10 @@ def main() -> None:
     out["bf16"] = {"iterations": iters, "fp32_s": min(t32), "bf16_s": min(t16), "native_bf16": cpu_has_native_bf16(),
                    "pixel_error_mean": [e.mean().item() for e in err], "pixel_error_max": [e.max().item() for e in err],
                    "reconstruction_mean_abs": r32.reconstructions[-1].abs().mean().item(),
-                   "ids_agree": [(u == v).float().mean().item() for u, v in zip(r16.ids, r32.ids)]}
+                   "ids_agree": [(u == v).float().mean().item() for u, v in zip(r16.ids, r32.ids)],
+                   "fp32_runs_s": t32, "bf16_runs_s": t16}
     del low
+    save(out, args.out)
 
     # --- batch 8 bench table ---
     g8 = torch.rand(8, 3, S, S, generator=torch.Generator().manual_seed(0))
@@ -158,9 +166,14 @@ def main() -> None:
     out["total_s"] = time.perf_counter() - started
 
     report(out, table1, table8)
+    save(out, args.out)
     if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
         print(f"wrote {args.out}")
+
+
+def save(out: dict, path: str | None) -> None:
+    if path:
+        Path(path).write_text(json.dumps(out, indent=1) + "\n")
 
 
 def report(out: dict, table1: dict, table8: dict) -> None:
@@ -189,7 +202,7 @@ def report(out: dict, table1: dict, table8: dict) -> None:
           + "; max " + ", ".join(f"{e:.3f}" for e in bf["pixel_error_max"])
           + "; latent ids agreeing " + ", ".join(f"{a:.1%}" for a in bf["ids_agree"]))
     if not bf["native_bf16"]:
-        print("    (this CPU has no native bfloat16: emulated, hence the one-iteration comparison)")
+        print("    (this CPU has no native bfloat16 arithmetic (no AVX512-BF16 / AMX): it is emulated)")
     d = b1["after_vs_before_max_abs_diff"]
     print(f"after vs before on the same weights: max abs diff reconstructions {d['reconstructions']:.2e}, "
           f"codes {d['codes']:.2e}, ids equal {d['ids_equal']}")

@@ -3,6 +3,7 @@ unless a criterion needs them, pixel-free criteria, compaction, bfloat16, and `a
 Calls are counted with forward hooks on the real modules."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -177,6 +178,30 @@ def test_bfloat16_encode_is_close_to_float32(tok, images, tmp_path):
     assert (out.float() - tok.decode(ref)).abs().mean() < 0.02
     with pytest.raises(ValueError, match="dtype must be"):
         alit.load(tmp_path / "ckpt", dtype=torch.int8)
+
+
+def test_base_convolutions_run_channels_last_on_the_cpu():
+    """bf16 convs on a CPU are fast only channels-last, weights too (a norm may return NCHW); the
+    pixel decoder is channels-last in fp32 too, while the fp32 base encoder keeps the weights as
+    built, which the reference tolerances are measured with."""
+    torch.manual_seed(0)
+    tok = alit.build("tiny")
+    x = torch.rand(1, 3, 64, 64)
+
+    def layouts(module):
+        return {w.is_contiguous(memory_format=torch.channels_last) for w in
+                (m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))}
+
+    with torch.no_grad():
+        low = tok.rollout(x, num_iters=1, dtype=torch.bfloat16).reconstructions[0]
+        assert layouts(tok.base.encoder) == {True} and layouts(tok.base.decoder) == {True}
+        assert low.dtype == torch.bfloat16 and low.is_contiguous()
+        ref = tok.rollout(x, num_iters=1).reconstructions[0]
+        assert layouts(tok.base.encoder) == {False} and layouts(tok.base.decoder) == {True}
+        assert ref.is_contiguous()
+        cast = copy.deepcopy(tok).to(torch.bfloat16)
+        cast.rollout(x, num_iters=1)
+        assert layouts(cast.base.encoder) == {True} and layouts(cast.base.decoder) == {True}
 
 
 def test_bench_reports_every_iteration(tok):

@@ -96,10 +96,10 @@ class ALIT(nn.Module):
 
     # --- the base tokenizer ------------------------------------------------------------------
     def targets(self, images: torch.Tensor, generator: torch.Generator | None = None) -> Targets:
-        if _lower_precision(images):
-            # fp32 keeps the encoder's layout: channels-last rounding moves the base features enough
-            # (~1e-5 after the token LayerNorm) to leave the reference tolerances
-            images = _conv_layout(images)
+        # the fp32 base encoder keeps NCHW: channels-last rounding moves its features enough (~1e-5
+        # after the token LayerNorm) to leave the reference tolerances
+        low = _lower_precision(images)
+        images = _channels_last(images, self.base.encoder, low, low)
         if self.is_vqgan:
             h = self.base.encode(images)  # [B, Cb, G, G]
             ids = self.base.quantize_ids(h)  # [B, N]
@@ -113,7 +113,8 @@ class ALIT(nn.Module):
         z = codes.transpose(1, 2).reshape(codes.shape[0], -1, G, G)  # [B, Cb, G, G]
         if not self.is_vqgan and self.config.unscale_vae_code:
             z = z / self.config.base.scale_factor
-        return self.base.decode(_conv_layout(z)).contiguous()  # [B, 3, H, W]
+        z = _channels_last(z, self.base.decoder, True, True)  # the code's view is channels-last already
+        return self.base.decode(z).contiguous()  # [B, 3, H, W]
 
     # --- one rollout iteration, in pieces that encode() also uses ----------------------------
     def start(self, images: torch.Tensor, generator: torch.Generator | None = None,
@@ -267,17 +268,23 @@ def compute_dtype(dtype: torch.dtype | None, device: torch.device | str):
     return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
-# Convolutions are faster in channels-last layout on the CPU: oneDNN then reorders no activations
-# (measured on an AVX2 CPU: fp32 3x3 convs 1.25x, bf16 ~40x, where NCHW has no fast bf16 kernel).
-# The pixel decoder's input, a view of the [B, N, C] code, is channels-last already; the base
-# encoder's input is made so only in lower precision (see `targets`). Other devices keep theirs.
+# Convolutions are faster in channels-last layout on the CPU, weights included: oneDNN then
+# reorders nothing (measured on an AVX2 CPU: the fp32 pixel decoder 1.18x; bfloat16, which has no
+# fast NCHW kernel there, 20-80x, since with NCHW weights a norm returning NCHW sends every later
+# conv down the slow path). Other devices keep their layout.
 CHANNELS_LAST_DEVICES = ("cpu",)
 
 
-def _conv_layout(x: torch.Tensor) -> torch.Tensor:
-    if x.device.type in CHANNELS_LAST_DEVICES:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
+def _channels_last(x: torch.Tensor, convs: nn.Module, inputs: bool, weights: bool) -> torch.Tensor:
+    """On a CPU: x channels-last if `inputs`; the conv weights under `convs` channels-last if
+    `weights`, else as built (NCHW). Elsewhere x unchanged."""
+    if x.device.type not in CHANNELS_LAST_DEVICES:
+        return x
+    fmt = torch.channels_last if weights else torch.contiguous_format
+    for m in convs.modules():
+        if isinstance(m, nn.Conv2d) and not m.weight.is_contiguous(memory_format=fmt):
+            m.weight.data = m.weight.data.contiguous(memory_format=fmt)
+    return x.contiguous(memory_format=torch.channels_last) if inputs else x
 
 
 def _lower_precision(x: torch.Tensor) -> bool:
