@@ -23,7 +23,8 @@ MODEL = ("model_overrides={image_size: 16, num_iters: 4, encoder_width: 64, deco
          "decoder_heads: 2, encoder_depth: 1, decoder_depth: 1, base: {latent_channels: 16}}")
 # constant lr: a run stopped early at step k has exactly the first k steps of a longer run
 COMMON = [MODEL, "batch_size=4", "workers=0", "warmup=0", "lr=1.0e-3", "min_lr=1.0e-3", "checkpoint_every=2",
-          "keep_checkpoints=10", "image_every=0", "base=random", "halting=threshold"]
+          "keep_checkpoints=10", "image_every=0", "base=random", "halting=threshold",
+          "restart_dead_codes=2"]  # restarts gather candidates from every process: they must agree too
 STEPS = 8
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 

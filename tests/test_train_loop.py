@@ -72,6 +72,32 @@ def test_distill_run_folder(photos, tmp_path):
         T.run("distill", None, out=run, resume=True, progress=False)
 
 
+def test_quantizer_warmup_restarts_every_code_then_distill_continues_with_init(photos, tmp_path):
+    run = T.run("distill", "tiny", data=photos, out=tmp_path / "warm", max_steps=4, progress=False,
+                overrides=SMALL + CONSTANT_LR + ["base=random", "restart_dead_codes=2", "quantizer_warmup=2"])
+    recs = records(run)
+    # bypassed: no quantiser loss; then every code restarts onto that step's distinct latents
+    assert all(r[f"quantizer/{t}"] == 0 for r in recs[:2] for t in range(4))
+    assert all(r["quantizer/0"] > 0 for r in recs[2:])
+    latents = 4 * (8 + 16 + 24 + 32)  # batch 4 x the latents of 4 iterations of 8 tokens
+    assert recs[1]["restarted_codes"] == latents  # all 1024 codes unused, 320 distinct candidates
+    assert "latent quantiser bypassed for the first 2 steps" in (run / "train.log").read_text()
+    with pytest.raises(AlitError, match="restart_dead_codes dividing it"):
+        T.run("distill", "tiny", data=photos, out=tmp_path / "bad", max_steps=1, progress=False,
+              overrides=SMALL + ["base=random", "restart_dead_codes=3", "quantizer_warmup=2"])
+
+    more = T.run("distill", "tiny", data=photos, out=tmp_path / "more", max_steps=1, progress=False,
+                 overrides=SMALL + ["warmup=1"], init=run)
+    assert f"initial weights: {run}" in (more / "train.log").read_text()
+    start = alit.load(run)
+    state = checkpoint.load_state(checkpoint.latest(more))["model"]
+    assert all(torch.equal(state[k], v) for k, v in start.state_dict().items() if k.startswith("base."))
+    assert alit.load(more).config == start.config
+    with pytest.raises(AlitError, match="not both"):
+        T.run("distill", "tiny", data=photos, out=tmp_path / "both", max_steps=1, progress=False,
+              overrides=SMALL + ["base=random"], init=run)
+
+
 def test_base_distill_finetune_chain(photos, tmp_path):
     base = T.run("base", "tiny", data=photos, out=tmp_path / "base", max_steps=2, progress=False,
                  overrides=SMALL + ["gan.schedule=[[0, 0.5]]", "gan.channels=8"])

@@ -514,8 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     s.add_argument("--base", default=None, metavar="BASE_RUN_OR_CKPT",
                    help="distill: the frozen base tokenizer (a base run, base checkpoint or ALIT checkpoint)")
-    s.add_argument("--init", default=None, metavar="DISTILL_RUN_OR_CKPT",
-                   help="finetune: the distilled model to start from (its EMA weights)")
+    s.add_argument("--init", default=None, metavar="RUN_OR_CKPT",
+                   help="finetune: the distilled model to start from (its EMA weights); distill: continue "
+                   "from an ALIT model (e.g. on other data) instead of fresh weights on --base")
     s.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override a recipe value (type-checked; dotted keys for sections, e.g. gan.schedule=[[100,0.2]])")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -153,8 +153,18 @@ def _embedded_meta(path: Path) -> dict | None:
         raise AlitError(f"{path}: its embedded config is not valid JSON") from None
 
 
+# The bundled default model (`alit.load("default")`), made by the `default` recipes in configs/.
+DEFAULT_MODEL = Path(__file__).parent / "assets" / "default"
+
+
 def locate(path: str | Path) -> tuple[Path, dict]:
-    """(weights file, checked config) of a checkpoint folder, its config.json, or a .safetensors file."""
+    """(weights file, checked config) of a checkpoint folder, its config.json, or a .safetensors file.
+    "default" (where no such file or folder exists) is the bundled model."""
+    if str(path) == "default" and not Path(path).exists():
+        if not (DEFAULT_MODEL / CONFIG_FILE).is_file():
+            raise AlitError(f"the bundled default model is missing from this install ({DEFAULT_MODEL}); "
+                            f"reinstall alit, or give a checkpoint folder")
+        path = DEFAULT_MODEL
     path = Path(path)
     if not path.exists():
         raise AlitError(f"{path}: no such checkpoint")

@@ -86,6 +86,7 @@ class ALIT(nn.Module):
         self.encoder = RecurrentEncoder(config)
         self.quantizer = (VectorQuantizer(config.codebook_size, config.latent_dim, config.commitment)
                           if config.quantize else None)
+        self.bypass_quantizer = False  # set only by training (a quantiser warm-up)
         out_dim = config.base.codebook_size if self.is_vqgan else config.base.latent_channels
         self.decoder = LatentDecoder(config, out_dim)
         self.apply(_init_weights)
@@ -133,6 +134,10 @@ class ALIT(nn.Module):
         if self.quantizer is None:
             return factorized, None, factorized.new_zeros(())
         q = self.quantizer(factorized)
+        if self.bypass_quantizer:
+            # a training warm-up (`quantizer_warmup` of train/distill.py): the decoder reads the
+            # normalised inputs themselves; ids as usual, no quantiser loss
+            return F.normalize(factorized, dim=-1), q.ids, factorized.new_zeros(())
         if trace is not None:
             trace[f"iter{t}/quantizer_commitment_loss"] = q.commitment_loss
             trace[f"iter{t}/quantizer_codebook_loss"] = q.codebook_loss

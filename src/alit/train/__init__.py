@@ -3,8 +3,8 @@
 
     import alit.train
     base = alit.train.run("base", "tiny", data="photos/", out="runs/base")
-    dist = alit.train.run("distill", "tiny", data="photos/", out="runs/distill", base=base)
-    tok = alit.load(dist)                       # the newest checkpoint's EMA weights
+    run = alit.train.run("distill", "tiny", data="photos/", out="runs/distill", base=base)
+    tok = alit.load(run)                        # the newest checkpoint's EMA weights
 
 Under `torchrun` every process calls the same `run`; only rank 0 writes.
 """

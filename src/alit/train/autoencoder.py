@@ -14,6 +14,7 @@ from torch import nn
 from ..base import build_base
 from ..config import BaseConfig
 from ..losses.autoencoder import codebook_usage, kl_divergence, vector_quantize
+from .codebooks import DeadCodeRestarter
 from .distill import step_seed
 from .loop import preset_config, previews_grid
 from .pixels import PixelObjective, PixelStage
@@ -24,9 +25,10 @@ __all__ = ["AutoencoderStage"]
 class AutoencoderForward(nn.Module):
     """What DDP wraps: images -> (reconstructions [B, 3, H, W], weighted auxiliary loss, its terms)."""
 
-    def __init__(self, model: nn.Module, recipe):
+    def __init__(self, model: nn.Module, recipe, restarter=None):
         super().__init__()
         self.model = model
+        self.restarter = restarter
         self.commitment, self.codebook_weight, self.kl_weight = recipe.commitment, recipe.codebook_weight, recipe.kl_weight
 
     def forward(self, images: torch.Tensor, noise_seed: int):
@@ -34,6 +36,8 @@ class AutoencoderForward(nn.Module):
         if m.cfg.kind == "vqgan":
             h = m.encode(images)  # [B, C, G, G]
             vq = vector_quantize(h, m.codebook, self.commitment)
+            if self.restarter is not None:
+                self.restarter.observe(h.permute(0, 2, 3, 1), vq.ids)  # [B, G, G, C], ids [B, G*G]
             terms = {"codebook_loss": vq.codebook_loss, "commitment_loss": vq.commitment_loss}
             aux = self.codebook_weight * (vq.codebook_loss + vq.commitment_loss)
             return m.decode(vq.codes), aux, {**terms, "codebook_usage": codebook_usage(vq.ids, m.cfg.codebook_size)}
@@ -58,7 +62,10 @@ class AutoencoderStage(PixelStage):
         if cfg.kind == "vqgan":
             # taming's codebook init: small codes, so early encoder outputs spread over many of them
             nn.init.uniform_(self.model.quantize.embedding.weight, -1 / cfg.codebook_size, 1 / cfg.codebook_size)
-        self.forward_module = AutoencoderForward(self.model, recipe)
+        if cfg.kind == "vqgan" and recipe.restart_dead_codes:
+            self.restarter = DeadCodeRestarter(self.model.codebook, recipe.restart_dead_codes, normalize=False)
+            log(f"codebook: unused codes restarted every {recipe.restart_dead_codes} steps")
+        self.forward_module = AutoencoderForward(self.model, recipe, self.restarter)
         log(f"base tokenizer: {cfg.kind} from preset {recipe.model!r}, {size}px, grid {size // cfg.downsample}, "
             f"{sum(p.numel() for p in self.model.parameters()):,} parameters")
         self.pixels = PixelObjective(recipe, device, log, discriminators=1)

@@ -11,9 +11,11 @@ from ..errors import AlitError
 from ..losses.distill import distill_loss
 from ..model.alit import ALIT
 from ..model.halting import Halting
+from ..model.layers import Attention
 from . import dist
+from .codebooks import latent_quantizer_restarter
 from .loop import Stage, checkpoint_blocks, preset_config
-from .sources import load_base
+from .sources import load_base, load_init
 
 __all__ = ["DistillStage"]
 
@@ -49,11 +51,19 @@ class DistillStage(Stage):
             model = ALIT(config)  # weights come from the checkpoint
         else:
             config = preset_config(recipe.model, recipe.model_overrides)
-            if recipe.base is None:
+            if recipe.init is not None:
+                if recipe.base is not None:
+                    raise AlitError("give --base or --init, not both: --init's model brings its own base")
+                loaded, where = load_init(recipe.init)
+                config = loaded.config
+                model = ALIT(config)
+                model.load_state_dict(loaded.state_dict())
+                log(f"initial weights: {where} (its EMA weights, base included, frozen)")
+            elif recipe.base is None:
                 raise AlitError("distill needs a trained base tokenizer: --base BASE_RUN_OR_CHECKPOINT "
                                 "(train one with `alit train base --config tiny`, or convert the paper's "
                                 "with `alit convert`); `--set base=random` only for smoke tests")
-            if recipe.base == "random":
+            elif recipe.base == "random":
                 log("base tokenizer: random weights (base=random): a smoke test, not a useful model")
                 model = ALIT(config)
             else:
@@ -66,10 +76,22 @@ class DistillStage(Stage):
                 model.base.load_state_dict(base.state_dict())
                 log(f"base tokenizer: {where} ({base.cfg.kind}, {sum(p.numel() for p in base.parameters()):,} "
                     f"parameters), frozen")
+        if resume_config is None and recipe.init is None and recipe.qkv_init_std is not None:
+            count = init_attention(model, recipe.qkv_init_std)
+            log(f"attention q/k/v weights of {count} blocks initialised with std {recipe.qkv_init_std}")
         self.model = model.to(device)
         self.model.base.requires_grad_(False)  # stage 1: the base is frozen (DESIGN 1.3)
         self.model.train()
         self.forward_module = DistillForward(self.model, recipe.iteration_weights)
+        if recipe.restart_dead_codes and self.model.quantizer is not None:
+            self.restarter = latent_quantizer_restarter(self.model.quantizer, recipe.restart_dead_codes)
+            log(f"latent codebook: unused codes restarted every {recipe.restart_dead_codes} steps")
+        if recipe.quantizer_warmup and self.model.quantizer is not None:
+            every = recipe.restart_dead_codes
+            if not every or recipe.quantizer_warmup % every:
+                raise AlitError(f"quantizer_warmup ({recipe.quantizer_warmup}) needs restart_dead_codes "
+                                f"dividing it (got {every}): the codes restart onto the latents when it ends")
+            log(f"latent quantiser bypassed for the first {recipe.quantizer_warmup} steps")
         if recipe.activation_checkpointing:
             log(f"activation checkpointing: {checkpoint_blocks(self.model)} transformer blocks recomputed in backward")
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -77,9 +99,21 @@ class DistillStage(Stage):
             f"{config.image_size}px, {trainable:,} trainable parameters; halting during training: {recipe.halting}")
 
     def micro_step(self, images, step, micro, backward):
+        warm = step <= self.recipe.quantizer_warmup
+        self.model.bypass_quantizer = warm
         loss, logs = self.forward_module(images, training_halting(self, step, micro))
+        if warm and self.restarter is not None:
+            self.restarter.step_usage.zero_()  # nothing counts as used: every code restarts at its end
         backward(loss)
         return {k: v.detach() for k, v in logs.items()}
+
+
+def init_attention(model: ALIT, std: float) -> int:
+    """Re-initialise the q/k/v projections of the encoder's and decoder's attention (trunc. normal)."""
+    blocks = [m for part in (model.encoder, model.decoder) for m in part.modules() if isinstance(m, Attention)]
+    for attn in blocks:
+        nn.init.trunc_normal_(attn.qkv.weight, std=std, a=-2 * std, b=2 * std)
+    return len(blocks)
 
 
 def training_halting(stage: Stage, step: int, micro: int) -> Halting:

@@ -15,6 +15,7 @@ from ..config import ModelConfig
 from ..errors import AlitError
 from ..model.alit import ALIT
 from ..model.halting import Halting
+from .codebooks import latent_quantizer_restarter
 from .distill import training_halting
 from .loop import checkpoint_blocks, preset_config
 from .pixels import PixelObjective, PixelStage
@@ -56,6 +57,9 @@ class FinetuneStage(PixelStage):
         self.model = model.to(device).train()
         self.model.requires_grad_(True)  # stage 2: everything trains, the base included
         self.forward_module = FinetuneForward(self.model)
+        if recipe.restart_dead_codes and self.model.quantizer is not None:
+            self.restarter = latent_quantizer_restarter(self.model.quantizer, recipe.restart_dead_codes)
+            log(f"latent codebook: unused codes restarted every {recipe.restart_dead_codes} steps")
         if recipe.activation_checkpointing:
             log(f"activation checkpointing: {checkpoint_blocks(self.model)} transformer blocks recomputed in backward")
         count = self.model.config.num_iters if recipe.discriminator == "per_iteration" else 1

@@ -40,6 +40,7 @@ class Stage:
     model: nn.Module
     forward_module: nn.Module
     find_unused = False  # DDP: parameters that may get no gradient in a step
+    restarter = None  # codebooks.DeadCodeRestarter of the codebook that trains, if the recipe asks
     steps_per_epoch: float | None = None  # set by the loop once the dataset size is known
 
     def __init__(self, recipe: Recipe, device: torch.device, log):
@@ -167,6 +168,8 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
     if state is not None:
         stage.model.load_state_dict(state["model"])
         stage.load_extra_state(state.get("extra", {}))
+        if stage.restarter is not None:
+            stage.restarter.load_state_dict(state.get("codebook_usage", {}))
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         if scaler is not None and state.get("scaler"):
@@ -260,6 +263,7 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
                 streak += 1
                 monitor.event(f"step {step}: non-finite loss or gradients ({_fmt(logs)}, gradient norms "
                               f"{_fmt(grad_norms, all_keys=True)}): update skipped ({streak} in a row)")
+            restarted = stage.restarter.step_end(step) if stage.restarter is not None else 0
             now = time.time()
             inst = recipe.batch_size / max(now - t_last, 1e-9)
             rate = inst if rate is None else 0.9 * rate + 0.1 * inst
@@ -269,6 +273,8 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
                       "time": round(now - monitor._t0, 3)}
             if not finite:
                 record["nonfinite"] = True
+            if restarted:
+                record["restarted_codes"] = restarted
             if finite:
                 record.update({f"grad_norm/{k}": v for k, v in grad_norms.items()})
             record.update({k: v for k, v in logs.items() if k != "loss"})
@@ -318,6 +324,7 @@ def _save(run_dir, stage: Stage, optimizers, scaler, ema, step, world, streak, s
         "recipe": stage.recipe.to_dict(),
         "model": {k: v.detach().cpu() for k, v in stage.model.state_dict().items()},
         "extra": stage.extra_state(),
+        "codebook_usage": stage.restarter.state_dict() if stage.restarter is not None else {},
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "scaler": scaler.state_dict() if scaler is not None else None,
         "ema_updates": ema.updates if ema is not None else 0,

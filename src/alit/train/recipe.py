@@ -76,12 +76,16 @@ class Recipe:
     keep_checkpoints: int = 3           # newest checkpoints kept in the run folder
     image_every: int = 1000             # steps between TensorBoard reconstruction grids (0: never)
     max_nonfinite: int = 5              # this many non-finite losses in a row stop the run
+    # ours, not the paper's: every N steps, move the codes no input chose in those N steps onto
+    # the inputs their codebook serves worst (0: never). Small data collapses a codebook without it.
+    restart_dead_codes: int = 0
 
     def __post_init__(self):
         _choice("stage", self.stage, STAGES)
         _choice("precision", self.precision, PRECISIONS)
-        for name in ("batch_size", "checkpoint_every", "keep_checkpoints", "max_nonfinite", "workers", "seed"):
-            low = 0 if name in ("workers", "seed") else 1
+        for name in ("batch_size", "checkpoint_every", "keep_checkpoints", "max_nonfinite", "workers", "seed",
+                     "restart_dead_codes"):
+            low = 0 if name in ("workers", "seed", "restart_dead_codes") else 1
             if getattr(self, name) < low:
                 raise AlitError(f"recipe: {name} must be >= {low}, got {getattr(self, name)}")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
@@ -129,8 +133,19 @@ class DistillRecipe(Recipe):
     stage: str = "distill"
     base: str | None = None             # base checkpoint folder / base run / ALIT checkpoint (its base);
                                         # "random" only for smoke tests
+    init: str | None = None             # ours: continue from an ALIT run / checkpoint (its EMA weights,
+                                        # base included) instead of fresh weights on `base`
     halting: str = "off"                # halting during training: off | threshold | paper
     activation_checkpointing: bool = False  # recompute transformer blocks in backward (less memory)
+    # ours: std of the attention q/k/v weights at init (None: the model's 0.02). Larger values make
+    # the latent tokens attend to image regions from the start; at 0.02 they all read nearly the
+    # same average of the image and a short run sits on the marginal-code plateau.
+    qkv_init_std: float | None = None
+    # ours: for this many first steps the decoder reads the latent quantiser's normalised inputs
+    # instead of its codes (no quantiser loss); then every code is restarted onto those inputs.
+    # Needs restart_dead_codes, dividing it. The codes' pull on the inputs otherwise collapses a
+    # short run's latents onto one code before the decoder has learnt to read them.
+    quantizer_warmup: int = 0
     iteration_weights: list[float] = field(default_factory=lambda: [2.5, 2.0, 1.5, 1.25, 1.0, 1.0, 1.0, 1.0])
 
     def __post_init__(self):
