@@ -26,6 +26,7 @@ MODEL = ("model_overrides={image_size: 16, num_iters: 4, encoder_width: 64, deco
          "decoder_heads: 2, encoder_depth: 1, decoder_depth: 1, base: {latent_channels: 16}}")
 SMALL = [MODEL,
          "batch_size=4", "workers=0", "warmup=0", "image_every=2", "checkpoint_every=2"]
+MODEL_Q = "model_overrides={quantize: true}"  # with --init, only `quantize` of model_overrides applies
 CONSTANT_LR = ["lr=1.0e-3", "min_lr=1.0e-3"]  # max_steps then changes nothing but the length
 
 
@@ -96,6 +97,16 @@ def test_quantizer_warmup_restarts_every_code_then_distill_continues_with_init(p
     with pytest.raises(AlitError, match="not both"):
         T.run("distill", "tiny", data=photos, out=tmp_path / "both", max_steps=1, progress=False,
               overrides=SMALL + ["base=random"], init=run)
+    # a continuous model gains a quantiser: everything else is carried over
+    cont = T.run("distill", "tiny", data=photos, out=tmp_path / "cont", max_steps=1, progress=False,
+                 overrides=[SMALL[0].replace("model_overrides={", "model_overrides={quantize: false, ")] + SMALL[1:]
+                 + ["base=random"])
+    quant = T.run("distill", "tiny", data=photos, out=tmp_path / "quant", max_steps=2, progress=False,
+                  overrides=[MODEL_Q] + SMALL[1:] + ["restart_dead_codes=1", "quantizer_warmup=1"], init=cont)
+    assert "with a new latent quantiser" in (quant / "train.log").read_text()
+    before, after = alit.load(cont), checkpoint.load_state(checkpoint.step_dir(quant, 2))["model"]
+    assert not before.config.quantize and alit.load(quant).config.quantize
+    assert torch.equal(after["base.quantize.embedding.weight"], before.state_dict()["base.quantize.embedding.weight"])
 
 
 def test_base_distill_finetune_chain(photos, tmp_path):

@@ -56,9 +56,13 @@ class DistillStage(Stage):
                     raise AlitError("give --base or --init, not both: --init's model brings its own base")
                 loaded, where = load_init(recipe.init)
                 config = loaded.config
-                model = ALIT(config)
-                model.load_state_dict(loaded.state_dict())
-                log(f"initial weights: {where} (its EMA weights, base included, frozen)")
+                quantize = recipe.model_overrides.get("quantize", config.quantize)
+                model = ALIT(config.replace(quantize=quantize))
+                missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+                if unexpected or any(not k.startswith("quantizer.") for k in missing):
+                    raise AlitError(f"{where}: its weights do not fit this model ({(unexpected or missing)[:3]})")
+                log(f"initial weights: {where} (its EMA weights, base included, frozen)"
+                    + (", with a new latent quantiser" if missing else ""))
             elif recipe.base is None:
                 raise AlitError("distill needs a trained base tokenizer: --base BASE_RUN_OR_CHECKPOINT "
                                 "(train one with `alit train base --config tiny`, or convert the paper's "
