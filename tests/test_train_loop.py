@@ -54,6 +54,11 @@ def test_distill_run_folder(photos, tmp_path):
     assert all(isinstance(r["loss"], float) and math.isfinite(r["loss"]) for r in recs)
     assert {"nll/0", "code/3", "quantizer/3", "lr", "images_per_s", "grad_norm/model"} <= set(recs[0])
     assert [s for s, _ in checkpoint.checkpoints(run)] == [2, 3]
+    # on the preview images, at image_every and at the end: how much own latents help the decoder
+    assert [r["step"] for r in recs if "latent_reliance/last" in r] == [2, 3]
+    gaps = [r[k] for r in recs for k in ("latent_reliance/first", "latent_reliance/last") if k in r]
+    assert all(abs(g) < 1e-3 for g in gaps)  # a random model ignores them, and the log says so
+    assert "step 2: the latent decoder ignores the latents" in (run / "train.log").read_text()
     tok = alit.load(run)  # the newest checkpoint's EMA weights, straight from the run folder
     ema = load_file(str(checkpoint.latest(run) / "model.safetensors"))
     assert all(torch.equal(v, ema[k]) for k, v in tok.state_dict().items())

@@ -33,6 +33,11 @@ from .optim import adamw, lr_at, set_lr
 from .recipe import Recipe, dump, parse_duration
 
 
+# below this NLL (or MSE) gain from an image's own latents over another image's, the decoder
+# ignores them (train/distill.py, latent_reliance)
+IGNORED_GAP = 1e-3
+
+
 class Stage:
     """One training stage. Subclasses build `model` (the module a checkpoint exports) and
     `forward_module` (what DDP wraps), and say what one micro-step computes."""
@@ -81,6 +86,10 @@ class Stage:
 
     def load_extra_state(self, state: dict) -> None:
         pass
+
+    def preview_scalars(self, images: torch.Tensor) -> dict[str, float]:
+        """Numbers measured on the preview images, logged with the step's record."""
+        return {}
 
     @torch.no_grad()
     def preview(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -285,6 +294,14 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
                 for s in new_skips:
                     monitor.event(f"unreadable image skipped: {s}")
                 monitor.event(f"{len(skipped_files)} unreadable file(s) skipped so far")
+            if main and preview is not None and (step % recipe.image_every == 0 or step == max_steps):
+                scalars = stage.preview_scalars(preview)
+                record.update(scalars)
+                ignored = [k for k, v in scalars.items() if k.startswith("latent_reliance/") and v < IGNORED_GAP]
+                if ignored:
+                    monitor.event(f"step {step}: the latent decoder ignores the latents ({_fmt(scalars, all_keys=True)}: "
+                                  f"another image's latents predict as well as the image's own); see the README's "
+                                  f"'Known limit'")
             monitor.step(record)
             if streak >= recipe.max_nonfinite:
                 raise AlitError(
