@@ -19,3 +19,18 @@ def run_alit(*args, **kwargs):
 
     return subprocess.run([sys.executable, "-m", "alit", *map(str, args)], capture_output=True,
                           text=True, **kwargs)
+
+
+class ForwardCalls:
+    """Counts a module's forward calls (the batch size of each) through a forward hook:
+    `with ForwardCalls(module) as calls: ...; calls.batches`."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.batches = []
+        self.handle = module.register_forward_hook(lambda m, args, out: self.batches.append(args[0].shape[0]))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()

@@ -8,6 +8,7 @@ import torch
 import alit
 from alit.criteria import first_accepted, parse_criterion
 from alit.errors import AlitError
+from conftest import ForwardCalls
 
 L0 = 8  # tiny: 8 tokens per iteration, 8 iterations, lengths 8..64
 
@@ -27,20 +28,6 @@ def images():
 def roll(tok, images):
     with torch.no_grad():
         return tok.rollout(images, pixels=False)
-
-
-class Counter:
-    """Counts calls of a module's forward and the batch size of each."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.batches = []
-        self.handle = module.register_forward_hook(lambda m, args, out: self.batches.append(args[0].shape[0]))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
 
 
 class NeedsIterations:
@@ -67,7 +54,7 @@ def test_each_image_gets_exactly_the_iterations_it_needs(tok):
     values, need = [0.2, 0.4, 0.6, 0.8], [4, 1, 8, 2]  # shuffled on purpose
     x = tagged(values)
     crit = NeedsIterations(dict(zip(values, need)))
-    with Counter(tok.encoder.blocks) as enc_passes, Counter(tok.base.decoder) as pixel_decodes:
+    with ForwardCalls(tok.encoder.blocks) as enc_passes, ForwardCalls(tok.base.decoder) as pixel_decodes:
         enc = tok.encode(x, criterion=crit)
     assert enc.lengths.tolist() == [L0 * n for n in need] == [32, 8, 64, 16]
     assert enc.iterations == 8
@@ -90,7 +77,7 @@ def test_each_image_gets_exactly_the_iterations_it_needs(tok):
 
 
 def test_criterion_met_at_once_runs_one_iteration(tok, images, roll):
-    with Counter(tok.encoder.blocks) as enc_passes:
+    with ForwardCalls(tok.encoder.blocks) as enc_passes:
         enc = tok.encode(images, criterion=lambda im, rec: torch.ones(len(im), dtype=torch.bool))
     assert enc.iterations == 1 and enc_passes.batches == [4]
     assert enc.lengths.tolist() == [L0] * 4
@@ -98,7 +85,7 @@ def test_criterion_met_at_once_runs_one_iteration(tok, images, roll):
 
 
 def test_fixed_length_runs_only_its_iterations_and_matches_rollout(tok, images, roll):
-    with Counter(tok.encoder.blocks) as enc_passes, Counter(tok.base.decoder) as pixel_decodes:
+    with ForwardCalls(tok.encoder.blocks) as enc_passes, ForwardCalls(tok.base.decoder) as pixel_decodes:
         enc = tok.encode(images, num_tokens=24)
     assert enc_passes.batches == [4, 4, 4] and pixel_decodes.batches == []
     assert enc.iterations == 3 and enc.lengths.tolist() == [24] * 4
@@ -107,7 +94,7 @@ def test_fixed_length_runs_only_its_iterations_and_matches_rollout(tok, images, 
 
 def test_per_image_budgets(tok, images, roll):
     budgets = torch.tensor([16, 64, 8, 40])
-    with Counter(tok.encoder.blocks) as enc_passes:
+    with ForwardCalls(tok.encoder.blocks) as enc_passes:
         enc = tok.encode(images, num_tokens=budgets)
     assert enc.lengths.tolist() == budgets.tolist() and enc.iterations == 8
     assert enc_passes.batches == [4, 3, 2, 2, 2, 1, 1, 1]

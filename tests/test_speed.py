@@ -15,7 +15,7 @@ from alit.criteria import CriterionInput, first_accepted, parse_criterion
 from alit.errors import AlitError
 from alit.model.layers import Transformer
 
-from conftest import run_alit
+from conftest import ForwardCalls, run_alit
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +27,6 @@ def tok():
 @pytest.fixture(scope="module")
 def images():
     return torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-
-
-class Calls:
-    """Counts a module's forward calls (batch size of each) through a forward hook."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.batches = []
-        self.handle = module.register_forward_hook(lambda m, args, out: self.batches.append(args[0].shape[0]))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
 
 
 class ByTag:
@@ -71,7 +57,7 @@ def tagged(values, seed=0):
 
 @pytest.mark.parametrize("halting", ["off", "threshold"])
 def test_fixed_length_encode_never_runs_the_base_decoder(tok, images, halting):
-    with Calls(tok.base.decoder) as pixels, Calls(tok.decoder) as latent_decoder:
+    with ForwardCalls(tok.base.decoder) as pixels, ForwardCalls(tok.decoder) as latent_decoder:
         enc = tok.encode(images, num_tokens=torch.tensor([8, 24, 64, 16]), halting=halting)
     assert pixels.batches == []
     assert enc.lengths.tolist() == [8, 24, 64, 16]
@@ -86,7 +72,7 @@ def test_pixel_free_criteria_never_run_the_base_decoder(tok, images):
         roll = tok.rollout(images)
     probs = [roll.logits[i].softmax(-1).gather(-1, roll.targets.ids[..., None]).mean().item() for i in range(8)]
     for crit in (alit.ConfidenceAbove(sorted(probs)[3]), alit.CodeErrorBelow(1e-6)):
-        with Calls(tok.base.decoder) as pixels:
+        with ForwardCalls(tok.base.decoder) as pixels:
             enc = tok.encode(images, criterion=crit)
         assert pixels.batches == [], crit
         # the same choice as the rule applied to a full rollout
@@ -97,12 +83,12 @@ def test_pixel_free_criteria_never_run_the_base_decoder(tok, images):
 def test_pixel_free_criterion_gets_the_step_and_pixels_only_on_demand(tok):
     x = tagged([0.2, 0.4, 0.6])
     crit = ByTag({0.2: 3, 0.4: 1, 0.6: 2})
-    with Calls(tok.base.decoder) as pixels, Calls(tok.encoder.blocks) as passes:
+    with ForwardCalls(tok.base.decoder) as pixels, ForwardCalls(tok.encoder.blocks) as passes:
         enc = tok.encode(x, criterion=crit)
     assert enc.lengths.tolist() == [24, 8, 16] and pixels.batches == []
     assert passes.batches == [3, 2, 1] and crit.lengths == [8, 16, 24]
     lazy = ByTag({0.2: 3, 0.4: 1, 0.6: 2}, read_pixels=True)
-    with Calls(tok.base.decoder) as pixels:
+    with ForwardCalls(tok.base.decoder) as pixels:
         again = tok.encode(x, criterion=lazy)
     assert pixels.batches == [3, 2, 1] and torch.equal(again.ids, enc.ids)
 
@@ -135,7 +121,7 @@ def test_compaction_runs_the_sum_of_iterations_and_changes_nothing(tok):
     x = tagged(values)
     results = {}
     for compact in (True, False):
-        with Calls(tok.encoder.blocks) as passes:
+        with ForwardCalls(tok.encoder.blocks) as passes:
             results[compact] = tok.encode(x, criterion=ByTag(dict(zip(values, need))), _compact=compact)
         results[compact, "passes"] = passes.batches
     assert results[True, "passes"] == [8, 6, 4, 4, 2, 2, 2, 2]  # 30 image-iterations
