@@ -94,4 +94,4 @@ class AutoencoderStage(PixelStage):
                 recon = m.decode(m.moments(images)[0])
         finally:
             self.model.train()
-        return {"reconstructions/base": previews_grid(images, [recon])}
+        return {"reconstructions/base": previews_grid(images, [recon])}, {}

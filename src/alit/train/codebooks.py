@@ -27,34 +27,34 @@ class DeadCodeRestarter:
 
     def __init__(self, weight: nn.Parameter, every: int, normalize: bool, max_pool: int = 8192):
         self.weight, self.every, self.normalize, self.max_pool = weight, every, normalize, max_pool
-        self.usage = torch.zeros(weight.shape[0], dtype=torch.long)  # since the last restart, all processes
-        self.step_usage = torch.zeros_like(self.usage)  # this process, this step
-        self.pool: list[torch.Tensor] = []
-        self.restarted = 0  # codes restarted by the last `step_end`
+        # counts live on the codebook's device (no host sync per step): `usage` since the last
+        # restart, of all processes; `step_usage` of this process, this step
+        self.usage = torch.zeros(weight.shape[0], dtype=torch.long, device=weight.device)
+        self.step_usage = torch.zeros_like(self.usage)
+        self.pool: list[torch.Tensor] = []  # this step's inputs, as given
 
     def observe(self, z: torch.Tensor, ids: torch.Tensor) -> None:
         """Input vectors z [..., d] and the ids [...] they were given."""
-        z = z.detach().reshape(-1, z.shape[-1]).float()
-        if self.normalize:
-            z = F.normalize(z, dim=-1)
-        self.step_usage += torch.bincount(ids.detach().reshape(-1).cpu(), minlength=len(self.usage))
-        self.pool.append(z)
+        self.step_usage += torch.bincount(ids.detach().reshape(-1), minlength=len(self.usage))
+        self.pool.append(z.detach())
 
     @torch.no_grad()
     def step_end(self, step: int) -> int:
-        """After optimizer step `step`: every `every` steps, restart the codes nobody used."""
-        self.restarted = 0
+        """After optimizer step `step`: every `every` steps, restart the codes nobody used; returns
+        how many were restarted."""
         # summed over processes every step, so a checkpoint (written by rank 0) holds everyone's
-        self.usage += dist.all_reduce_sum(self.step_usage.to(self.weight.device)).cpu()
+        self.usage += dist.all_reduce_sum(self.step_usage)
         self.step_usage.zero_()
+        pool, self.pool = self.pool, []  # the candidates are the inputs of the restart step itself
         if self.every <= 0 or step % self.every:
-            self.pool.clear()  # the candidates are the vectors of the restart step itself
             return 0
         usage = self.usage.clone()
-        pool = torch.cat(self.pool)[-self.max_pool:] if self.pool else self.weight.new_zeros(0, self.weight.shape[1])
-        self.pool.clear()
         self.usage.zero_()
-        pool = dist.all_gather_cat(pool.float())
+        d = self.weight.shape[1]
+        pool = torch.cat([z.reshape(-1, d) for z in pool])[-self.max_pool:].float() if pool else self.weight.new_zeros(0, d)
+        if self.normalize:
+            pool = F.normalize(pool, dim=-1)
+        pool = dist.all_gather_cat(pool)
         dead = (usage == 0).nonzero().flatten()
         if len(dead) == 0 or len(pool) == 0:
             return 0
@@ -70,9 +70,8 @@ class DeadCodeRestarter:
         # the chosen go to the dead codes in value order (unique sorts), not error order: two
         # near-equal errors would swap places between runs that differ only by rounding
         chosen = torch.unique(pool[order], dim=0)
-        self.weight.data[dead.to(self.weight.device)] = chosen.to(self.weight.dtype)
-        self.restarted = len(dead)
-        return self.restarted
+        self.weight.data[dead] = chosen.to(self.weight.dtype)
+        return len(dead)
 
     def state_dict(self) -> dict:
         return {"usage": self.usage.clone()}

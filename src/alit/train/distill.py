@@ -4,7 +4,6 @@ per-iteration weights (`losses.distill`)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
@@ -103,9 +102,6 @@ class DistillStage(Stage):
         log(f"model: {recipe.model}, {config.num_iters} iterations x {config.tokens_per_iter} tokens, "
             f"{config.image_size}px, {trainable:,} trainable parameters; halting during training: {recipe.halting}")
 
-    def preview_scalars(self, images):
-        return latent_reliance(self.model, images)
-
     def micro_step(self, images, step, micro, backward):
         warm = step <= self.recipe.quantizer_warmup
         self.model.bypass_quantizer = warm
@@ -114,31 +110,6 @@ class DistillStage(Stage):
             self.restarter.step_usage.zero_()  # nothing counts as used: every code restarts at its end
         backward(loss)
         return {k: v.detach() for k, v in logs.items()}
-
-
-@torch.no_grad()
-def latent_reliance(model: ALIT, images: torch.Tensor) -> dict[str, float]:
-    """How much each image's own latents help the decoder: the stage-1 loss (CE for a VQGAN base,
-    MSE for a VAE) with every image's latents given to the next image, minus the loss with its own,
-    at the first and last iteration. About 0 means the decoder ignores the latents."""
-    if images.shape[0] < 2:
-        return {}
-    training = model.training
-    model.eval()
-    try:
-        roll = model.rollout(images, "off", pixels=False)
-        out = {}
-        for name, t in (("first", 0), ("last", len(roll.latents) - 1)):
-            own, other = (model.decoder(lat) for lat in (roll.latents[t], roll.latents[t].roll(1, 0)))
-            if model.is_vqgan:
-                ids = roll.targets.ids.reshape(-1)
-                loss = [F.cross_entropy(o.float().reshape(-1, o.shape[-1]), ids) for o in (own, other)]
-            else:
-                loss = [F.mse_loss(o.float(), roll.targets.codes.float()) for o in (own, other)]
-            out[f"latent_reliance/{name}"] = (loss[1] - loss[0]).item()
-        return out
-    finally:
-        model.train(training)
 
 
 def init_attention(model: ALIT, std: float) -> int:

@@ -16,7 +16,7 @@ from ..errors import AlitError
 from ..model.alit import ALIT
 from ..model.halting import Halting
 from .codebooks import latent_quantizer_restarter
-from .distill import latent_reliance, training_halting
+from .distill import training_halting
 from .loop import checkpoint_blocks, preset_config
 from .pixels import PixelObjective, PixelStage
 from .sources import load_init
@@ -64,9 +64,6 @@ class FinetuneStage(PixelStage):
             log(f"activation checkpointing: {checkpoint_blocks(self.model)} transformer blocks recomputed in backward")
         count = self.model.config.num_iters if recipe.discriminator == "per_iteration" else 1
         self.pixels = PixelObjective(recipe, device, log, discriminators=count)
-
-    def preview_scalars(self, images):
-        return latent_reliance(self.model, images)
 
     def micro_step(self, images, step, micro, backward):
         t = (step - 1) % self.model.config.num_iters

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
@@ -34,7 +35,7 @@ from .recipe import Recipe, dump, parse_duration
 
 
 # below this NLL (or MSE) gain from an image's own latents over another image's, the decoder
-# ignores them (train/distill.py, latent_reliance)
+# ignores them (`latent_reliance`)
 IGNORED_GAP = 1e-3
 
 
@@ -87,20 +88,18 @@ class Stage:
     def load_extra_state(self, state: dict) -> None:
         pass
 
-    def preview_scalars(self, images: torch.Tensor) -> dict[str, float]:
-        """Numbers measured on the preview images, logged with the step's record."""
-        return {}
-
     @torch.no_grad()
-    def preview(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """TensorBoard grids: each image, then its reconstruction at every length."""
+    def preview(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """(TensorBoard grids: each image, then its reconstruction at every length; numbers for the
+        step's record: `latent_reliance`), from one rollout of the preview images."""
         training = self.model.training
         self.model.eval()
         try:
             roll = self.model.rollout(images, "off")
+            scalars = latent_reliance(self.model, roll)
         finally:
             self.model.train(training)
-        return {"reconstructions/by_length": previews_grid(images, roll.reconstructions)}
+        return {"reconstructions/by_length": previews_grid(images, roll.reconstructions)}, scalars
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -294,8 +293,9 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
                 for s in new_skips:
                     monitor.event(f"unreadable image skipped: {s}")
                 monitor.event(f"{len(skipped_files)} unreadable file(s) skipped so far")
+            grids = None
             if main and preview is not None and (step % recipe.image_every == 0 or step == max_steps):
-                scalars = stage.preview_scalars(preview)
+                grids, scalars = stage.preview(preview)
                 record.update(scalars)
                 ignored = [k for k, v in scalars.items() if k.startswith("latent_reliance/") and v < IGNORED_GAP]
                 if ignored:
@@ -308,8 +308,8 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
                     f"stopping: the loss or its gradients were non-finite for {streak} steps in a row (steps "
                     f"{step - streak + 1}-{step}); the last checkpoint is left as it was. Try a lower "
                     f"lr (--set lr=...), fp32 (--set precision=fp32), or check the data")
-            if main and preview is not None and (step % recipe.image_every == 0 or step == max_steps):
-                monitor.images(stage.preview(preview), step)
+            if grids is not None:
+                monitor.images(grids, step)
             if step % recipe.checkpoint_every == 0 or step == max_steps:
                 if main:
                     path = _save(run_dir, stage, optimizers, scaler, ema, step, world, streak, skipped_files)
@@ -418,6 +418,26 @@ def checkpoint_blocks(model: nn.Module) -> int:
             m.forward = functools.partial(run, m.forward)
             count += 1
     return count
+
+
+@torch.no_grad()
+def latent_reliance(model: nn.Module, roll) -> dict[str, float]:
+    """How much each image's own latents help the decoder of an ALIT `roll`out (eval mode): the
+    stage-1 loss (CE for a VQGAN base, MSE for a VAE) with every image's latents given to the next
+    image, minus the loss with its own, at the first and last iteration. About 0 means the decoder
+    ignores the latents."""
+    if roll.latents[0].shape[0] < 2:
+        return {}
+    out = {}
+    for name, t in (("first", 0), ("last", len(roll.latents) - 1)):
+        other = model.decoder(roll.latents[t].roll(1, 0))
+        if model.is_vqgan:
+            ids = roll.targets.ids.reshape(-1)
+            loss = [F.cross_entropy(o.float().reshape(-1, o.shape[-1]), ids) for o in (roll.logits[t], other)]
+        else:
+            loss = [F.mse_loss(o.float(), roll.targets.codes.float()) for o in (roll.codes[t], other)]
+        out[f"latent_reliance/{name}"] = (loss[1] - loss[0]).item()
+    return out
 
 
 def previews_grid(images: torch.Tensor, columns: list[torch.Tensor]) -> torch.Tensor:
