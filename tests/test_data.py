@@ -41,6 +41,19 @@ def test_folder_is_recursive_with_classes(folder):
     assert 0 <= image.min() and image.max() <= 1
 
 
+def test_cached_folder_decodes_each_file_once_and_crops_the_same(folder):
+    plain = ImageFolder(folder, RandomResizedCropFlip(16))
+    cached = ImageFolder(folder, RandomResizedCropFlip(16), cache=True)
+    expected = [plain[(i, 40 + i)][0] for i in range(len(plain))]
+    assert all(torch.equal(cached[(i, 40 + i)][0], expected[i]) for i in range(len(cached)))
+    for f in cached.files:
+        f.unlink()  # from now on only the cache can serve them
+    assert all(torch.equal(cached[(i, 40 + i)][0], expected[i]) for i in range(len(cached)))
+    assert not torch.equal(cached[(0, 1)][0], cached[(0, 2)][0])  # new crops of the cached image
+    with pytest.raises(AlitError, match="could be read"):
+        plain[(0, 1)]  # uncached: the files are gone
+
+
 def test_flat_folder_and_errors(tmp_path):
     for i in range(2):
         _photo(tmp_path / f"{i}.jpeg")

@@ -261,3 +261,28 @@ def test_activation_checkpointing_keeps_gradients_and_keys():
         assert (p.grad is None) == (q.grad is None), n
         if p.grad is not None:
             assert torch.allclose(p.grad, q.grad, atol=1e-6), n
+
+
+def test_fit_to_time_fits_the_schedule_to_the_measured_pace():
+    from alit.train.loop import fit_to_time
+
+    assert fit_to_time(100.0, 10.0, 0, 20, 10_000) == 200  # 0.5 s/step: 200 steps in 100 s
+    assert fit_to_time(100.0, 10.0, 0, 21, 10_000) == 10_000  # between fits: unchanged
+    assert fit_to_time(100.0, 10.0, 0, 20, 150) == 150  # never longer than max_steps
+    assert fit_to_time(100.0, 99.0, 0, 20, 10_000) == 21  # too slow: still at least one more step
+    assert fit_to_time(100.0, 100.0, 0, 7, 10_000) == 7  # spent: this step is the last
+    assert fit_to_time(100.0, 20.0, 50, 250, 10_000) == 50 + 1000  # a resumed run counts its own steps
+
+
+def test_max_time_stops_with_a_checkpoint_and_a_complete_schedule(photos, tmp_path):
+    run = T.run("distill", "tiny", data=photos, out=tmp_path / "run", max_steps=100_000, progress=False,
+                overrides=SMALL + ["base=random", "max_time=4", "checkpoint_every=1000", "image_every=0",
+                                   "lr=1.0e-3", "min_lr=1.0e-4"])
+    recs = records(run)
+    last = recs[-1]["step"]
+    assert 20 < last < 2000  # fitted after 20 steps, far short of max_steps
+    assert [s for s, _ in checkpoint.checkpoints(run)] == [last]  # the end always writes one
+    # the cosine schedule was re-fitted to end at the last step: it ends near min_lr
+    assert recs[-1]["lr"] < 2.0e-4 < 9.9e-4 < recs[10]["lr"]
+    assert recs[-1]["time"] < 4 + 3  # the budget held, up to one step's pace error
+    assert "steps fit in max_time 4 s" in (run / "train.log").read_text()

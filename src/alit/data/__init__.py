@@ -30,8 +30,12 @@ class TrainingData:
 
 def training_data(spec: str | Path, image_size: int, *, batch_size: int, micro_batch: int, rank: int,
                   world: int, seed: int, first_step: int, last_step: int | None = None, workers: int = 4,
-                  crop_scale=(0.8, 1.0), flip: bool = True, dataset_size: int | None = None) -> TrainingData:
-    """The batches this process trains on, from optimizer step `first_step` to `last_step`."""
+                  crop_scale=(0.8, 1.0), flip: bool = True, dataset_size: int | None = None,
+                  cache: bool = False) -> TrainingData:
+    """The batches this process trains on, from optimizer step `first_step` to `last_step`.
+
+    cache: an image folder's workers keep every decoded image in memory (for small folders,
+    where decoding would otherwise cost more than the training step)."""
     spec = str(spec)
     transform = RandomResizedCropFlip(image_size, crop_scale, flip)
     common = dict(num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
@@ -47,7 +51,7 @@ def training_data(spec: str | Path, image_size: int, *, batch_size: int, micro_b
         return TrainingData(loader, dataset_size, "shards", f"{len(data.urls)} shards ({spec})")
     if not Path(spec).exists():
         raise AlitError(f"{spec}: no such image folder or shard pattern")
-    data = ImageFolder(spec, transform)
+    data = ImageFolder(spec, transform, cache=cache)
     sampler = StepBatches(len(data), batch_size, micro_batch, rank, world, seed, first_step, last_step)
     loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, **common)
     classes = f", {len(data.classes)} class folders" if data.classes else ""

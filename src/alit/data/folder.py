@@ -47,8 +47,9 @@ def open_rgb(path: str | Path) -> Image.Image:
 class ImageFolder(torch.utils.data.Dataset):
     """Items are (dataset index, sample seed) -> (image [3, S, S] in [0, 1], unreadable paths)."""
 
-    def __init__(self, root: str | Path, transform):
+    def __init__(self, root: str | Path, transform, cache: bool = False):
         self.root = Path(root)
+        self._cache: dict[int, Image.Image] | None = {} if cache else None  # decoded images, per worker
         self.files = list_images(self.root)
         self.transform = transform
         # class = first sub-folder, when the images sit in sub-folders (ImageNet layout)
@@ -69,7 +70,11 @@ class ImageFolder(torch.utils.data.Dataset):
             if i in self._bad:
                 continue
             try:
-                img = open_rgb(self.files[i])
+                img = self._cache.get(i) if self._cache is not None else None
+                if img is None:
+                    img = open_rgb(self.files[i])
+                    if self._cache is not None:
+                        self._cache[i] = img
             except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
                 self._bad.add(i)
                 skipped.append(f"{self.files[i]} ({type(e).__name__}: {e})")

@@ -155,7 +155,8 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
     train_data = data_lib.training_data(
         recipe.data, stage.image_size, batch_size=recipe.batch_size, micro_batch=micro, rank=rank,
         world=world, seed=recipe.seed, first_step=start + 1, last_step=None, workers=recipe.workers,
-        crop_scale=recipe.crop_scale, flip=recipe.hflip, dataset_size=recipe.dataset_size)
+        crop_scale=recipe.crop_scale, flip=recipe.hflip, dataset_size=recipe.dataset_size,
+        cache=recipe.cache_images)
     size = train_data.size or recipe.dataset_size
     steps_per_epoch = size / recipe.batch_size if size else None
     max_steps = parse_duration(recipe.max_steps, steps_per_epoch, "max_steps")
@@ -214,11 +215,12 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
         (scaler.scale(loss) if scaler is not None else loss).backward()
 
     batches = iter(train_data.loader)
-    t_last = time.time()
+    t_last = t_loop = time.time()
     rate = None
     step = start
     try:
-        for step in range(start + 1, max_steps + 1):
+        while step < max_steps:
+            step += 1
             lr = lr_at(step, recipe.peak_lr, warmup, max_steps, recipe.min_lr)
             for name, opt in optimizers.items():
                 set_lr(opt, lr * stage.lr_scale(name))
@@ -239,9 +241,11 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
                     sums[k] = sums.get(k, micro_total) + v.detach().float() / accum
             keys = sorted(sums)
             flag = torch.tensor(float(len(new_skips)), device=device)
-            values = dist.mean(torch.stack([sums[k] for k in keys] + [flag])).tolist()  # one all-reduce
-            logs = dict(zip(keys, values[:-1]))
-            any_new_skips = values[-1] > 0
+            # the elapsed time rides along, so every process takes the same max_time decisions
+            elapsed = torch.tensor(time.time() - t_loop, device=device)
+            values = dist.mean(torch.stack([sums[k] for k in keys] + [flag, elapsed])).tolist()  # one all-reduce
+            logs = dict(zip(keys, values[:-2]))
+            any_new_skips, elapsed = values[-2] > 0, values[-1]
             finite = all(math.isfinite(v) for k, v in logs.items() if _is_loss(k))
             grad_norms = {}
             if finite:
@@ -286,6 +290,17 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
             if finite:
                 record.update({f"grad_norm/{k}": v for k, v in grad_norms.items()})
             record.update({k: v for k, v in logs.items() if k != "loss"})
+            if recipe.max_time is not None:
+                fitted = fit_to_time(recipe.max_time, elapsed, start, step, max_steps)
+                if fitted != max_steps:
+                    max_steps = fitted
+                    monitor.set_total(fitted)
+                    if step == max_steps:
+                        monitor.event(f"step {step}: the time budget (max_time {recipe.max_time:g} s) is "
+                                      f"spent: stopping here")
+                    else:
+                        monitor.event(f"step {step}: {max_steps} steps fit in max_time {recipe.max_time:g} s; "
+                                      f"the lr schedule now ends there")
             if any_new_skips:  # every process agrees (all-reduced), so all join the gather
                 new_skips = sorted(set().union(*dist.gather_objects(new_skips)))
                 skipped_files.update(new_skips)
@@ -322,6 +337,22 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
         monitor.close()
         del batches
     return run_dir
+
+
+TIME_FITS = (20, 200)  # steps after which a max_time run re-fits its length to the measured pace
+
+
+def fit_to_time(max_time: float, elapsed: float, start: int, step: int, max_steps: int) -> int:
+    """The run's last step under a wall-clock budget: `step` once the budget is spent; after
+    TIME_FITS steps of this process, as many steps as the pace so far fits in it (never more
+    than max_steps); otherwise max_steps unchanged."""
+    if elapsed >= max_time:
+        return step
+    done = step - start
+    if done not in TIME_FITS:
+        return max_steps
+    fits = start + int(max_time / (elapsed / done))
+    return max(step + 1, min(max_steps, fits))
 
 
 def _is_loss(key: str) -> bool:

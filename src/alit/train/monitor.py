@@ -77,6 +77,14 @@ class Monitor:
             eta = elapsed / done * (self.total - step)
             self.event(f"step {step}/{self.total}: {text}, {rate:.1f} images/s, ETA {_duration(eta)}")
 
+    def set_total(self, total_steps: int) -> None:
+        """The run's last step changed (a max_time run fitted its length)."""
+        self.total = total_steps
+        self.every = max(1, total_steps // 20)
+        if self._bar is not None:
+            self._bar.total = total_steps
+            self._bar.refresh()
+
     def images(self, grids: dict[str, torch.Tensor], step: int) -> None:
         if self._tb is not None:
             for name, grid in grids.items():

@@ -56,10 +56,15 @@ class Recipe:
     crop_scale: tuple[float, float] = (0.8, 1.0)  # RandomResizedCrop area range
     hflip: bool = True
     workers: int = 4                    # DataLoader worker processes per training process
+    cache_images: bool = False          # ours: workers keep decoded images in memory (small folders)
     # batch and schedule
     batch_size: int = 256               # images per optimizer step, all processes together
     micro_batch_size: int | None = None  # images per forward per process (None: batch / processes)
     max_steps: Duration = 1000          # total optimizer steps of the run (also after --resume)
+    # ours: a wall-clock budget in seconds for this process (None: none). The run stops with a
+    # checkpoint once it is spent, and the lr schedule is fitted to the steps that fit in it
+    # (measured after the first steps), so a fixed time gives a complete schedule.
+    max_time: float | None = None
     warmup: Duration = 0                # linear lr warm-up, then cosine decay to min_lr
     lr: float | None = None             # peak lr; None: base_lr * batch_size / 256
     base_lr: float = 1.5e-4
@@ -96,6 +101,8 @@ class Recipe:
         if not 0 < lo <= hi <= 1:
             raise AlitError(f"recipe: crop_scale must satisfy 0 < lo <= hi <= 1, got {list(self.crop_scale)}")
         parse_duration(self.max_steps, None, "max_steps", check_only=True)
+        if self.max_time is not None and self.max_time <= 0:
+            raise AlitError(f"recipe: max_time must be a positive number of seconds, got {self.max_time}")
         parse_duration(self.warmup, None, "warmup", check_only=True)
 
     @property
