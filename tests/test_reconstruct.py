@@ -75,9 +75,10 @@ def test_reconstruct_many_files(tmp_path, checkpoint):
 
 
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):
-    assert main(["reconstruct", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    missing = tmp_path / "no-such-model"
+    assert main(["reconstruct", str(tmp_path), "--out", str(tmp_path / "out"), "--checkpoint", str(missing)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--checkpoint" in err and "required" in err
+    assert err.count("\n") == 1 and str(missing) in err
 
 
 def test_wrong_kind_of_checkpoint_is_one_line(tmp_path, capsys):
@@ -98,3 +99,20 @@ def test_bad_criterion_is_one_line(tmp_path, checkpoint, capsys):
                  "--criterion", "l1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad criterion" in err
+
+
+def test_the_models_own_criterion_is_the_default(tmp_path, capsys):
+    torch.manual_seed(0)
+    tok = alit.build("tiny")
+    strict = save(tok.state_dict(), tok.config.replace(criterion="l1:0.0001"), tmp_path / "strict")
+    assert alit.load(strict).config.criterion == "l1:0.0001"  # it travels in config.json
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+
+    def chosen(*extra):
+        assert main(["reconstruct", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                     "--checkpoint", str(strict), *extra]) == 0
+        row = next(r.split() for r in capsys.readouterr().out.splitlines() if r.startswith(str(tmp_path)))
+        return int(row[1])
+
+    assert chosen() == 64  # no random-weight reconstruction has L1 below 0.0001: the longest
+    assert chosen("--criterion", "l1:0.9") == 8  # an explicit rule wins

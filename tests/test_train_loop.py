@@ -266,12 +266,13 @@ def test_activation_checkpointing_keeps_gradients_and_keys():
 def test_fit_to_time_fits_the_schedule_to_the_measured_pace():
     from alit.train.loop import fit_to_time
 
-    assert fit_to_time(100.0, 10.0, 0, 20, 10_000) == 200  # 0.5 s/step: 200 steps in 100 s
-    assert fit_to_time(100.0, 10.0, 0, 21, 10_000) == 10_000  # between fits: unchanged
-    assert fit_to_time(100.0, 10.0, 0, 20, 150) == 150  # never longer than max_steps
-    assert fit_to_time(100.0, 99.0, 0, 20, 10_000) == 21  # too slow: still at least one more step
-    assert fit_to_time(100.0, 100.0, 0, 7, 10_000) == 7  # spent: this step is the last
-    assert fit_to_time(100.0, 20.0, 50, 250, 10_000) == 50 + 1000  # a resumed run counts its own steps
+    assert fit_to_time(100.0, 10.0, 0, 20, 10_000, 10_000) == 200  # 0.5 s/step: 200 steps in 100 s
+    assert fit_to_time(100.0, 10.0, 0, 21, 10_000, 10_000) == 10_000  # between fits: unchanged
+    assert fit_to_time(100.0, 10.0, 0, 20, 150, 150) == 150  # never longer than max_steps
+    assert fit_to_time(100.0, 20.0, 0, 200, 230, 10_000) == 1000  # faster than at first: longer again
+    assert fit_to_time(100.0, 99.0, 0, 20, 10_000, 10_000) == 21  # too slow: still one more step
+    assert fit_to_time(100.0, 100.0, 0, 7, 10_000, 10_000) == 7  # spent: this step is the last
+    assert fit_to_time(100.0, 20.0, 50, 250, 9_000, 9_000) == 50 + 1000  # a resumed run counts its own steps
 
 
 def test_max_time_stops_with_a_checkpoint_and_a_complete_schedule(photos, tmp_path):

@@ -38,17 +38,16 @@ def cmd_reconstruct(args) -> int:
     from tqdm import tqdm
 
     from .criteria import first_accepted, l1_error, parse_criterion
+    from .eval.inputs import default_device, load_model
     from .images import ImageReadError, find_images, load_image, save_png
-    from .tokenizer import load
 
-    if args.checkpoint is None:
-        raise AlitError("--checkpoint CKPT is required: no bundled default model exists yet (give a folder "
-                        "made by `alit convert` or by training)")
     if args.batch_size < 1:
         raise AlitError(f"--batch-size must be at least 1, got {args.batch_size}")
-    criterion = parse_criterion(args.criterion)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tok = load(args.checkpoint).to(device)
+    if args.criterion is not None:
+        parse_criterion(args.criterion)  # a bad rule fails before the model loads
+    device = default_device(args.device)
+    tok = load_model(args.checkpoint, device)
+    criterion = parse_criterion(args.criterion or tok.config.criterion)
     size, lengths = tok.config.image_size, tok.config.lengths
     paths, problems = find_images(args.images)
     for line in problems:
@@ -112,7 +111,8 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
     from .eval.inputs import load_model
 
-    parse_criterion(args.criterion)  # a bad rule fails before the model loads
+    if args.criterion is not None:
+        parse_criterion(args.criterion)  # a bad rule fails before the model loads
     tok = load_model(args.checkpoint, args.device)
     s = run_demo(tok, args.out, criterion=args.criterion, batch_size=args.batch_size, checkpoint=args.checkpoint)
     table = [["tokens", "mean L1", "mean PSNR"]]
@@ -120,7 +120,7 @@ def cmd_demo(args) -> int:
     _print_table(table)
     rank = s["spearman_chosen_vs_png_bpp"]
     rho = f"{rank['rho']:.3f} (p {rank['p']:.2g})" if rank["rho"] is not None else f"n/a ({rank['reason']})"
-    print(f"{len(s['images'])} photos, {args.criterion}: mean chosen tokens {s['mean_chosen_tokens']:.1f}; "
+    print(f"{len(s['images'])} photos, {s['criterion']}: mean chosen tokens {s['mean_chosen_tokens']:.1f}; "
           f"Spearman rho of chosen tokens vs PNG bits per pixel {rho}")
     print(Path(args.out) / "index.html")
     return 0
@@ -155,7 +155,8 @@ def cmd_eval(args) -> int:
     from .eval.report import fmt
 
     tok = load_model(args.checkpoint, args.device)
-    options = EvalOptions(lengths=parse_lengths(args.lengths, tok.config.lengths), criterion=args.criterion,
+    options = EvalOptions(lengths=parse_lengths(args.lengths, tok.config.lengths),
+                          criterion=args.criterion or tok.config.criterion,
                           protocol=args.protocol, batch_size=args.batch_size, lpips_weights=args.lpips_weights,
                           fid_weights=args.fid_weights, substitutes=args.substitutes, limit=args.limit)
     results = evaluate(tok, args.data, options, out=args.out)
@@ -342,8 +343,9 @@ def _add_eval_parsers(sub, data) -> None:
     s.add_argument("--data", required=True, metavar="DIR", help="image folder (searched recursively)")
     s.add_argument("--out", default="eval-out", metavar="DIR", help="output folder (default eval-out)")
     s.add_argument("--lengths", default="all", help="'all' or comma-separated token counts (default all)")
-    s.add_argument("--criterion", default="l1:0.07", metavar="NAME:VALUE",
-                   help="the adaptive mode's rule: l1:T (the paper's), psnr:DB, mse:T (default l1:0.07)")
+    s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
+                   help="the adaptive mode's rule: l1:T (the paper's), psnr:DB, mse:T (default: the model's own, "
+                   "l1:0.07 for the paper's models)")
     s.add_argument("--protocol", choices=("resize-crop", "center-crop"), default="resize-crop",
                    help="preprocessing (default resize-crop); see above")
     s.add_argument("--fid-weights", default=None, metavar="PATH",
@@ -452,12 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "error at each length. A file that cannot be read gets one error line and the others go "
                        "on; the exit status is then 1.")
     s.add_argument("images", nargs="+", metavar="IMAGES", help="image files and/or folders")
-    s.add_argument("--checkpoint", metavar="CKPT", default=None,
-                   help="model folder (model.safetensors + config.json); required for now")
+    s.add_argument("--checkpoint", metavar="CKPT", default="default",
+                   help="model folder (model.safetensors + config.json), or 'default' for the bundled model "
+                   "(the default)")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    s.add_argument("--criterion", default="l1:0.07", metavar="NAME:VALUE",
+    s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
                    help="when a length is good enough: l1:T (raw L1 below T, the paper's rule), psnr:DB, "
-                   "mse:T (default l1:0.07)")
+                   "mse:T (default: the model's own, l1:0.07 for the paper's models)")
     s.add_argument("--batch-size", type=int, default=8, metavar="N",
                    help="images per forward pass (default 8)")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -474,9 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", metavar="CKPT", default="default",
                    help="model folder (model.safetensors + config.json), or 'default' for the bundled model "
                    "(the default)")
-    s.add_argument("--criterion", default="l1:0.07", metavar="NAME:VALUE",
+    s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
                    help="which length each photo gets: l1:T, psnr:DB, mse:T judged on the 8-bit "
-                   "reconstruction, or the pixel-free conf:P, code:T (default l1:0.07)")
+                   "reconstruction, or the pixel-free conf:P, code:T (default: the model's own)")
     s.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     s.set_defaults(func=cmd_demo)

@@ -69,6 +69,9 @@ class ModelConfig:
     max_latent_positions: int = 256  # rows of the decoder's latent position table
     halting: str = "off"             # default halting mode: "off", "threshold" or "paper"
     halting_threshold: float = 0.55  # VQGAN: p(gt id) >= t halts; VAE: mean |code err| < t halts
+    # the length rule that commands use when given none (NAME:VALUE, see alit.criteria); the paper's
+    # L1 threshold suits its 256 px models, a small model may ship a threshold calibrated for it
+    criterion: str = "l1:0.07"
     unscale_vae_code: bool = True    # VAE: divide the predicted code by scale_factor before
                                      # decoding (the paper's code does not: False for its weights)
     base: BaseConfig = field(default_factory=BaseConfig)

@@ -39,10 +39,12 @@ from .images import find_images, save_png
 PHOTOS = Path(__file__).parent / "assets" / "demo_photos"
 
 
-def run_demo(tok, out: str | Path, criterion: str = "l1:0.07", batch_size: int = 16,
+def run_demo(tok, out: str | Path, criterion: str | None = None, batch_size: int = 16,
              checkpoint: str = "default") -> dict:
     """Score `tok` on the bundled photos and write OUT/summary.json, OUT/index.html and their images.
-    `checkpoint` names the model in the summary. Returns the summary (the content of summary.json)."""
+    `criterion` (NAME:VALUE) defaults to the model's own. `checkpoint` names the model in the summary.
+    Returns the summary (the content of summary.json)."""
+    criterion = criterion or tok.config.criterion
     rule = parse_criterion(criterion)
     paths, problems = find_images([PHOTOS])
     if problems:

@@ -41,7 +41,7 @@ ADAPTIVE = "adaptive"
 @dataclass
 class EvalOptions:
     lengths: list[int]                       # fixed lengths to evaluate
-    criterion: str = "l1:0.07"               # the adaptive mode's rule (NAME:VALUE)
+    criterion: str | None = None             # the adaptive mode's rule (NAME:VALUE); None: the model's
     protocol: str = "resize-crop"
     batch_size: int = 8
     lpips_weights: str | None = None         # torchvision vgg16-397923af.pth (default: torch hub cache)
@@ -72,7 +72,8 @@ def evaluate(tok, data: str | Path, options: EvalOptions, out: str | Path | None
 
     log = log or (lambda line: print(line, file=sys.stderr))
     proto = protocol(options.protocol)
-    criterion = parse_criterion(options.criterion)
+    criterion_spec = options.criterion or tok.config.criterion
+    criterion = parse_criterion(criterion_spec)
     paths, problems = find_images([data])
     if problems:
         raise AlitError("; ".join(problems))
@@ -163,7 +164,7 @@ def evaluate(tok, data: str | Path, options: EvalOptions, out: str | Path | None
         "lengths": {k: _summary(tok, rows[k], real, missing) for k in keys if k != ADAPTIVE},
         ADAPTIVE: _summary(tok, rows[ADAPTIVE], real, missing),
         "protocol": {"name": proto.name, "description": proto.description, "image_size": tok.config.image_size},
-        "criterion": options.criterion,
+        "criterion": criterion_spec,
         "data": {"path": str(data), "images": len(files), "unreadable": len(failed), "padded": padded},
         "model": {"fingerprint": tok.fingerprint(), "tokens_per_iteration": tok.config.tokens_per_iter,
                   "codebook_size": tok.config.codebook_size if tok.config.quantize else None,

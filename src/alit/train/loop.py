@@ -215,6 +215,7 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
         (scaler.scale(loss) if scaler is not None else loss).backward()
 
     batches = iter(train_data.loader)
+    step_cap = max_steps  # a max_time run fits its length below this
     t_last = t_loop = time.time()
     rate = None
     step = start
@@ -291,7 +292,7 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
                 record.update({f"grad_norm/{k}": v for k, v in grad_norms.items()})
             record.update({k: v for k, v in logs.items() if k != "loss"})
             if recipe.max_time is not None:
-                fitted = fit_to_time(recipe.max_time, elapsed, start, step, max_steps)
+                fitted = fit_to_time(recipe.max_time, elapsed, start, step, max_steps, step_cap)
                 if fitted != max_steps:
                     max_steps = fitted
                     monitor.set_total(fitted)
@@ -339,20 +340,21 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
     return run_dir
 
 
-TIME_FITS = (20, 200)  # steps after which a max_time run re-fits its length to the measured pace
+TIME_FITS = (20, 200, 1000)  # steps after which a max_time run re-fits its length to its pace
 
 
-def fit_to_time(max_time: float, elapsed: float, start: int, step: int, max_steps: int) -> int:
+def fit_to_time(max_time: float, elapsed: float, start: int, step: int, max_steps: int, cap: int) -> int:
     """The run's last step under a wall-clock budget: `step` once the budget is spent; after
-    TIME_FITS steps of this process, as many steps as the pace so far fits in it (never more
-    than max_steps); otherwise max_steps unchanged."""
+    TIME_FITS steps of this process, as many steps as the pace so far fits in it (up to `cap`,
+    the recipe's max_steps; a later fit may lengthen the run again, since the first steps are
+    the slowest); otherwise max_steps unchanged."""
     if elapsed >= max_time:
         return step
     done = step - start
     if done not in TIME_FITS:
         return max_steps
     fits = start + int(max_time / (elapsed / done))
-    return max(step + 1, min(max_steps, fits))
+    return max(step + 1, min(cap, fits))
 
 
 def _is_loss(key: str) -> bool:
