@@ -174,7 +174,9 @@ def cmd_analyze(args) -> int:
     from .eval.inputs import load_model, parse_floats
 
     tok = load_model(args.checkpoint, args.device)
-    thresholds = parse_floats(args.thresholds, "--thresholds")
+    own = tok.config.criterion
+    default = own.split(":", 1)[1] if own.startswith("l1:") else "0.05,0.07"
+    thresholds = parse_floats(args.thresholds or default, "--thresholds")
     if args.what == "complexity":
         r = analyze_complexity(tok, args.data, thresholds, args.out, ratings=args.ratings, protocol_name=args.protocol,
                                batch_size=args.batch_size, limit=args.limit)
@@ -368,7 +370,9 @@ def _add_eval_parsers(sub, data) -> None:
     s.add_argument("--data", required=True, metavar="DIR", help="image folder (in distribution, for familiarity)")
     s.add_argument("--other", default=None, metavar="DIR", help="familiarity: the out-of-distribution folder")
     s.add_argument("--out", default="analyze-out", metavar="DIR", help="output folder (default analyze-out)")
-    s.add_argument("--thresholds", default="0.05,0.07", help="L1 thresholds (default 0.05,0.07)")
+    s.add_argument("--thresholds", default=None,
+                   help="L1 thresholds, comma-separated (default: the model's own when its length rule is an "
+                   "L1 threshold, else 0.05,0.07)")
     s.add_argument("--ratings", default=None, metavar="CSV", help="complexity: human ratings, columns file,rating")
     s.add_argument("--protocol", choices=("resize-crop", "center-crop"), default="resize-crop",
                    help="preprocessing, as for `alit eval` (default resize-crop)")
