@@ -1,0 +1,63 @@
+"""The bundled default model (`alit.load("default")`): what ships, that it reads its latents, and
+`alit demo` (the README's main job) on it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import alit
+from alit.demo import PHOTOS
+from alit.eval.inputs import batches, protocol
+from alit.train.loop import latent_reliance
+from alit.weights import DEFAULT_MODEL
+from conftest import run_alit
+from test_eval_support import one_thread  # noqa: F401
+
+
+DEFAULT_CRITERION = "l1:0.109"
+# `alit demo` on the bundled model, as the README quotes it
+README_MEAN_L1 = [0.1425, 0.1406, 0.1401, 0.1411, 0.1407, 0.1408, 0.1413, 0.1422]
+README_RHO = 0.285
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return alit.load("default")
+
+
+@pytest.fixture(scope="module")
+def photos(tok):
+    return next(batches(sorted(PHOTOS.glob("*.jpg")), tok.config.image_size, protocol("resize-crop"), 16)).images
+
+
+def test_what_ships(tok):
+    assert (DEFAULT_MODEL / "model.safetensors").stat().st_size <= 25 * 2**20
+    cfg = tok.config
+    assert cfg.image_size == 64 and cfg.lengths == list(range(8, 65, 8)) and cfg.num_iters == 8
+    assert cfg.quantize and cfg.base.kind == "vqgan" and (cfg.base.codebook_size, cfg.codebook_size) == (256, 1024)
+    assert cfg.criterion == DEFAULT_CRITERION  # calibrated on the training photos (README)
+    assert not tok.training
+
+
+def test_it_reads_its_latents(tok, photos, one_thread):
+    """The stage-1 saddle of the README's 'Known limit' is left: another photo's latents predict
+    the base codes far worse than the photo's own, at the first and at the last length."""
+    with torch.no_grad():
+        gaps = latent_reliance(tok, tok.rollout(photos, "off", pixels=False))
+    assert min(gaps.values()) > 0.5, gaps
+
+
+def test_demo_on_the_bundled_model(tmp_path):
+    out = tmp_path / "demo"
+    proc = run_alit("demo", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["model"]["checkpoint"] == "default" and s["criterion"] == DEFAULT_CRITERION
+    assert len(s["images"]) == 48 and (out / "index.html").is_file()
+    l1 = s["mean_l1"]
+    assert list(l1) == [str(L) for L in range(8, 65, 8)]
+    assert list(l1.values()) == pytest.approx(README_MEAN_L1, abs=2e-4)
+    assert s["spearman_chosen_vs_png_bpp"]["rho"] == pytest.approx(README_RHO, abs=5e-3)
+    assert f"mean chosen tokens {s['mean_chosen_tokens']:.1f}" in proc.stdout
