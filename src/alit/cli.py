@@ -245,8 +245,10 @@ def cmd_bench(args) -> int:
     from .bench import bench, format_table
     from .tokenizer import as_dtype, build, load
 
-    if (args.checkpoint is None) == (args.preset is None):
+    if args.checkpoint is not None and args.preset is not None:
         raise AlitError("give exactly one of --checkpoint CKPT and --preset NAME (e.g. --preset small)")
+    if args.preset is None and args.checkpoint is None:
+        args.checkpoint = "default"
     if args.batch < 1 or args.repeats < 1:
         raise AlitError(f"--batch and --repeats must be at least 1, got {args.batch} and {args.repeats}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -278,7 +280,9 @@ def _add_bench_parser(sub) -> None:
                        "the reconstruction (an adaptive encode judging pixels), plus setup (base encoder), "
                        "throughput and peak memory (CUDA allocator peak, or the process's peak resident set on a "
                        "CPU). Each figure is the best of --repeats runs. --out also writes it all as JSON.")
-    s.add_argument("--checkpoint", metavar="CKPT", default=None, help="model folder (model.safetensors + config.json)")
+    s.add_argument("--checkpoint", metavar="CKPT", default=None,
+                   help="model folder (model.safetensors + config.json), or 'default' for the bundled model "
+                   "(the default when no --preset is given)")
     s.add_argument("--preset", metavar="NAME", default=None,
                    help="a preset with random weights instead (tiny, small, base, semilarge)")
     s.add_argument("--batch", type=int, default=1, metavar="B", help="images per rollout (default 1)")
