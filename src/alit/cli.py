@@ -170,13 +170,16 @@ def cmd_eval(args) -> int:
 
 
 def cmd_analyze(args) -> int:
+    from .criteria import L1Below, parse_criterion
     from .eval.analysis import analyze_complexity, analyze_familiarity
     from .eval.inputs import load_model, parse_floats
 
     tok = load_model(args.checkpoint, args.device)
-    own = tok.config.criterion
-    default = own.split(":", 1)[1] if own.startswith("l1:") else "0.05,0.07"
-    thresholds = parse_floats(args.thresholds or default, "--thresholds")
+    if args.thresholds is not None:
+        thresholds = parse_floats(args.thresholds, "--thresholds")
+    else:
+        own = parse_criterion(tok.config.criterion)
+        thresholds = [own.threshold] if isinstance(own, L1Below) else [0.05, 0.07]
     if args.what == "complexity":
         r = analyze_complexity(tok, args.data, thresholds, args.out, ratings=args.ratings, protocol_name=args.protocol,
                                batch_size=args.batch_size, limit=args.limit)
@@ -320,15 +323,20 @@ EVAL_PROTOCOLS_HELP = (
     "the paper saves its PNGs).")
 
 
+def _add_model_args(s, batch_size: int) -> None:
+    """--checkpoint (the bundled model by default), --device and --batch-size of a command that runs a model."""
+    s.add_argument("--checkpoint", metavar="CKPT", default="default",
+                   help="model folder (model.safetensors + config.json), or 'default' for the bundled model "
+                   "(the default)")
+    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    s.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
+                   help=f"images per forward pass (default {batch_size})")
+
+
 def _add_eval_parsers(sub, data) -> None:
     """`alit eval`, `analyze`, `probe`, `visualize` and `data fashion-mnist`."""
     def common(s, batch_size=8):
-        s.add_argument("--checkpoint", metavar="CKPT", default="default",
-                       help="model folder (model.safetensors + config.json), or 'default' for the bundled model "
-                       "(the default)")
-        s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-        s.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
-                       help=f"images per forward pass (default {batch_size})")
+        _add_model_args(s, batch_size)
         s.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N images")
 
     import textwrap
@@ -461,16 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "error at each length. A file that cannot be read gets one error line and the others go "
                        "on; the exit status is then 1.")
     s.add_argument("images", nargs="+", metavar="IMAGES", help="image files and/or folders")
-    s.add_argument("--checkpoint", metavar="CKPT", default="default",
-                   help="model folder (model.safetensors + config.json), or 'default' for the bundled model "
-                   "(the default)")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
                    help="when a length is good enough: l1:T (raw L1 below T, the paper's rule), psnr:DB, "
                    "mse:T (default: the model's own, l1:0.07 for the paper's models)")
-    s.add_argument("--batch-size", type=int, default=8, metavar="N",
-                   help="images per forward pass (default 8)")
-    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    _add_model_args(s, batch_size=8)
     s.set_defaults(func=cmd_reconstruct)
 
     s = sub.add_parser("demo", help="the model on the held-out photos bundled with alit: summary.json, index.html",
@@ -481,14 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "and the Spearman correlation of chosen tokens with PNG bits per pixel) and "
                        "OUT/index.html (every photo at every length, plots). Prints the means per length.")
     s.add_argument("--out", default="alit-demo", metavar="DIR", help="output folder (default alit-demo)")
-    s.add_argument("--checkpoint", metavar="CKPT", default="default",
-                   help="model folder (model.safetensors + config.json), or 'default' for the bundled model "
-                   "(the default)")
     s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
                    help="which length each photo gets: l1:T, psnr:DB, mse:T judged on the 8-bit "
                    "reconstruction, or the pixel-free conf:P, code:T (default: the model's own)")
-    s.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
-    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    _add_model_args(s, batch_size=16)
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("data", help="assemble data sets (`alit data photos`)")
