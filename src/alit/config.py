@@ -72,6 +72,9 @@ class ModelConfig:
     # the length rule that commands use when given none (NAME:VALUE, see alit.criteria); the paper's
     # L1 threshold suits its 256 px models, a small model may ship a threshold calibrated for it
     criterion: str = "l1:0.07"
+    # ours, off in the paper's models: standardise the factorised latents over the batch (running
+    # statistics at inference) so that what every image shares cannot drown what differs (model/latent_norm.py)
+    latent_norm: bool = False
     unscale_vae_code: bool = True    # VAE: divide the predicted code by scale_factor before
                                      # decoding (the paper's code does not: False for its weights)
     base: BaseConfig = field(default_factory=BaseConfig)

@@ -13,6 +13,7 @@ from ..config import ModelConfig
 from .decoder import LatentDecoder
 from .encoder import RecurrentEncoder
 from .halting import Halting
+from .latent_norm import LatentStandardizer
 from .quantizer import VectorQuantizer
 
 
@@ -86,6 +87,8 @@ class ALIT(nn.Module):
         self.encoder = RecurrentEncoder(config)
         self.quantizer = (VectorQuantizer(config.codebook_size, config.latent_dim, config.commitment)
                           if config.quantize else None)
+        self.latent_norm = (LatentStandardizer(config.num_iters, config.max_tokens, config.latent_dim)
+                            if config.latent_norm else None)
         self.bypass_quantizer = False  # set only by training (a quantiser warm-up)
         out_dim = config.base.codebook_size if self.is_vqgan else config.base.latent_channels
         self.decoder = LatentDecoder(config, out_dim)
@@ -131,6 +134,8 @@ class ALIT(nn.Module):
 
     def bottleneck(self, factorized: torch.Tensor, trace: dict | None = None, t: int = 0):
         """Factorised latents [B, L, d] -> (decoder latents, ids or None, quantiser loss)."""
+        if self.latent_norm is not None:
+            factorized = self.latent_norm(factorized, t)
         if self.quantizer is None:
             return factorized, None, factorized.new_zeros(())
         q = self.quantizer(factorized)

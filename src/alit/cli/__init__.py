@@ -5,11 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import AlitError
+from ..errors import AlitError
 
 
 def cmd_verify_reference(args) -> int:
-    from .verify import summarize, verify_case
+    from ..verify import summarize, verify_case
 
     failed = 0
     for case in args.cases:
@@ -26,7 +26,7 @@ def cmd_verify_reference(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .convert import convert
+    from ..convert import convert
 
     dst = convert(args.src, args.out, heads=args.heads, weights=args.weights, image_size=args.image_size)
     print(f"wrote {dst}/model.safetensors and {dst}/config.json")
@@ -37,9 +37,9 @@ def cmd_reconstruct(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .criteria import first_accepted, l1_error, parse_criterion
-    from .eval.inputs import default_device, load_model
-    from .images import ImageReadError, find_images, load_image, save_png
+    from ..criteria import first_accepted, l1_error, parse_criterion
+    from ..eval.inputs import default_device, load_model
+    from ..images import ImageReadError, find_images, load_image, save_png
 
     if args.batch_size < 1:
         raise AlitError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -107,9 +107,9 @@ def _output_names(paths: list[Path]) -> dict[Path, str]:
 
 
 def cmd_demo(args) -> int:
-    from .criteria import parse_criterion
-    from .demo import run_demo
-    from .eval.inputs import load_model
+    from ..criteria import parse_criterion
+    from ..demo import run_demo
+    from ..eval.inputs import load_model
 
     if args.criterion is not None:
         parse_criterion(args.criterion)  # a bad rule fails before the model loads
@@ -127,7 +127,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_data_photos(args) -> int:
-    from .photos import assemble, parse_tiers
+    from ..photos import assemble, parse_tiers
 
     summary = assemble(args.out, tiers=parse_tiers(args.tiers), install=not args.no_install, log=print)
     print(summary.format())
@@ -150,9 +150,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .eval.inputs import load_model, parse_lengths
-    from .eval.sweep import EvalOptions, evaluate, table_rows
-    from .eval.report import fmt
+    from ..eval.inputs import load_model, parse_lengths
+    from ..eval.sweep import EvalOptions, evaluate, table_rows
+    from ..eval.report import fmt
 
     tok = load_model(args.checkpoint, args.device)
     options = EvalOptions(lengths=parse_lengths(args.lengths, tok.config.lengths),
@@ -170,9 +170,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .criteria import L1Below, parse_criterion
-    from .eval.analysis import analyze_complexity, analyze_familiarity
-    from .eval.inputs import load_model, parse_floats
+    from ..criteria import L1Below, parse_criterion
+    from ..eval.analysis import analyze_complexity, analyze_familiarity
+    from ..eval.inputs import load_model, parse_floats
 
     tok = load_model(args.checkpoint, args.device)
     if args.thresholds is not None:
@@ -205,8 +205,8 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_probe(args) -> int:
-    from .eval.inputs import load_model, parse_lengths
-    from .eval.probe import run_probe
+    from ..eval.inputs import load_model, parse_lengths
+    from ..eval.probe import run_probe
 
     tok = load_model(args.checkpoint, args.device)
     r = run_probe(tok, args.data, args.out, parse_lengths(args.lengths, tok.config.lengths), pool=args.pool,
@@ -221,8 +221,8 @@ def cmd_probe(args) -> int:
 
 
 def cmd_visualize(args) -> int:
-    from .eval.inputs import load_model
-    from .eval.visualize import visualize
+    from ..eval.inputs import load_model
+    from ..eval.visualize import visualize
 
     tok = load_model(args.checkpoint, args.device)
     layer = None if args.layer is None else ("mean" if args.layer == "mean" else _int(args.layer, "--layer"))
@@ -232,7 +232,7 @@ def cmd_visualize(args) -> int:
 
 
 def cmd_data_fashion_mnist(args) -> int:
-    from .eval.fashion_mnist import convert
+    from ..eval.fashion_mnist import convert
 
     counts = convert(args.out, args.source, args.limit)
     print(f"{args.out}: {counts['train']} train and {counts['test']} test images in 10 class folders "
@@ -245,8 +245,8 @@ def cmd_bench(args) -> int:
 
     import torch
 
-    from .bench import bench, format_table
-    from .tokenizer import as_dtype, build, load
+    from ..bench import bench, format_table
+    from ..tokenizer import as_dtype, build, load
 
     if args.checkpoint is not None and args.preset is not None:
         raise AlitError("give exactly one of --checkpoint CKPT and --preset NAME (e.g. --preset small)")
