@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -37,56 +38,59 @@ def cmd_reconstruct(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..criteria import first_accepted, l1_error, parse_criterion
-    from ..eval.inputs import default_device, load_model
-    from ..images import ImageReadError, find_images, load_image, save_png
+    from ..criteria import EightBit, first_accepted, needs_pixels, parse_criterion
+    from ..eval.inputs import batches, load_model, protocol, upscale_warning
+    from ..eval.metrics import pixel_metrics
+    from ..images import find_images, save_png
 
-    if args.batch_size < 1:
-        raise AlitError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _at_least(args.batch_size, 1, "--batch-size")
     if args.criterion is not None:
         parse_criterion(args.criterion)  # a bad rule fails before the model loads
-    device = default_device(args.device)
-    tok = load_model(args.checkpoint, device)
-    criterion = parse_criterion(args.criterion or tok.config.criterion)
+    out = _output_folder(args.out)
+    tok = load_model(args.checkpoint, args.device)
+    device = next(tok.parameters()).device
+    rule = parse_criterion(args.criterion or tok.config.criterion, tok)
     size, lengths = tok.config.image_size, tok.config.lengths
-    paths, problems = find_images(args.images)
+    proto = protocol("resize-crop")  # the one scoring rule: 8-bit input, 8-bit reconstructions
+    skipped = []
+    paths, problems = find_images(args.images, skipped=skipped)
+    for line in skipped:
+        print(f"alit reconstruct: warning: {line}", file=sys.stderr)
     for line in problems:
         print(f"alit reconstruct: error: {line}", file=sys.stderr)
     failed, rows, names = len(problems), [], _output_names(paths)
-    out = Path(args.out)
+
+    def bad_file(message: str) -> None:  # one line per bad file; the others go on
+        nonlocal failed
+        tqdm.write(f"alit reconstruct: error: {message}", file=sys.stderr)
+        failed += 1
+        bar.update(1)
+
     with tqdm(total=len(paths), unit="image", file=sys.stderr, disable=None) as bar:
-        for start in range(0, len(paths), args.batch_size):
-            batch = []
-            for path in paths[start:start + args.batch_size]:
-                try:
-                    batch.append((path, load_image(path, size)))
-                except ImageReadError as e:  # one line per bad file; the others go on
-                    tqdm.write(f"alit reconstruct: error: {e}", file=sys.stderr)
-                    failed += 1
-                    bar.update(1)
-            if not batch:
-                continue
-            images = torch.stack([image for _, image in batch]).to(device)  # [b, 3, S, S]
-            with torch.no_grad():
-                recons = tok.rollout(images).reconstructions  # per length: [b, 3, S, S], raw
-            chosen = first_accepted(criterion, images, recons).tolist()  # [b] iteration index
-            l1 = torch.stack([l1_error(images, r) for r in recons], 1).tolist()  # [b, T]
-            for j, (path, image) in enumerate(batch):
+        for batch in batches(paths, size, proto, args.batch_size, on_error=bad_file):
+            for path, hw in batch.upscaled:
+                tqdm.write(f"alit reconstruct: warning: {upscale_warning(path, hw, size)}", file=sys.stderr)
+            images = batch.images.to(device)  # [b, 3, S, S] on the 8-bit grid
+            roll = tok.rollout(images)
+            recons = [proto.finish(r) for r in roll.reconstructions]  # per length: [b, 3, S, S], 8-bit
+            # float64, as `alit eval` and `alit demo` score: the rule sees the numbers in the table
+            inputs, scored = images.double(), [r.double() for r in recons]
+            chosen = first_accepted(rule, inputs, scored if needs_pixels(rule) else roll).tolist()  # [b]
+            l1 = torch.stack([pixel_metrics(inputs, r)["l1"] for r in scored], 1).tolist()  # [b, T]
+            for j, path in enumerate(batch.paths):
                 folder = out / names[path]
                 folder.mkdir(parents=True, exist_ok=True)
-                save_png(image, folder / "input.png")
+                save_png(images[j], folder / "input.png")
                 for i, L in enumerate(lengths):
                     save_png(recons[i][j], folder / f"len{L:03d}.png")
                 save_png(recons[chosen[j]][j], folder / "chosen.png")
-                rows.append((str(path), lengths[chosen[j]], l1[j]))
-            bar.update(len(batch))
+                rows.append((str(path), names[path], lengths[chosen[j]], l1[j]))
+            bar.update(len(batch.paths))
     if rows:
-        header = ["file", "tokens"] + [f"L1@{L}" for L in lengths]
-        table = [header] + [[f, str(n)] + [f"{e:.4f}" for e in errs] for f, n, errs in rows]
-        widths = [max(len(r[c]) for r in table) for c in range(len(header))]
-        for r in table:
-            print("  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths))))
-        print(f"{len(rows)} image(s) reconstructed with {criterion}: {out}/<name>/input.png, "
+        header = ["file", "folder", "tokens"] + [f"L1@{L}" for L in lengths]
+        table = [header] + [[f, d, str(n)] + [f"{e:.4f}" for e in errs] for f, d, n, errs in rows]
+        _print_table(table)
+        print(f"{len(rows)} image(s) reconstructed with {EightBit.of(rule)}: {out}/<folder>/input.png, "
               f"len{lengths[0]:03d}.png .. len{lengths[-1]:03d}.png, chosen.png")
     if failed:
         print(f"alit reconstruct: {failed} input(s) failed", file=sys.stderr)
@@ -137,7 +141,7 @@ def cmd_data_photos(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from . import train
+    from .. import train
 
     run_dir = train.run(args.stage, args.config, data=args.data, out=args.out, max_steps=args.max_steps,
                         resume=args.resume, overrides=args.set, base=args.base, init=args.init,
@@ -295,6 +299,26 @@ def _add_bench_parser(sub) -> None:
     s.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     s.set_defaults(func=cmd_bench)
+
+
+def _output_folder(path, flag: str = "--out") -> Path:
+    """The output folder, made now: a one-line AlitError when it cannot be (a file, no permission)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise AlitError(f"{flag} {path}: is an existing file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AlitError(f"{flag} {path}: cannot make this folder ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise AlitError(f"{flag} {path}: this folder is not writable")
+    return path
+
+
+def _at_least(value, low: int, flag: str) -> None:
+    """A one-line AlitError when an integer option is below its smallest meaningful value."""
+    if value is not None and value < low:
+        raise AlitError(f"{flag} must be at least {low}, got {value}")
 
 
 def _print_table(table: list[list[str]]) -> None:
