@@ -127,9 +127,98 @@ def test_save_load_round_trip(tok, images, tmp_path):
     path = enc.save(tmp_path / "codes.safetensors")
     back = alit.Encoding.load(path)
     assert torch.equal(back.lengths, enc.lengths) and torch.equal(back.ids, enc.ids)
-    assert torch.equal(back.latents, enc.latents)
+    assert back.latents is None  # a quantised model's file holds no latents: decode reads the ids
     assert back.iterations == enc.iterations and back.model == enc.model == tok.fingerprint()
+    assert back.codebook_size == tok.config.codebook_size
     assert torch.equal(tok.decode(back), tok.decode(enc))
+    with_model = alit.Encoding.load(path, model=tok)
+    torch.testing.assert_close(with_model.latents, enc.latents, atol=1e-6, rtol=0)
+
+
+def test_files_are_small(tok, images, tmp_path):
+    from safetensors import safe_open
+
+    enc = tok.encode(images, num_tokens=torch.tensor([8, 64, 16, 8]))
+    path = enc.save(tmp_path / "codes.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys()}
+    # only the 96 tokens within the lengths, in int16 (1024 codes), and no latents
+    assert set(stored) == {"lengths", "ids"}
+    assert stored["ids"].dtype == torch.int16 and stored["ids"].shape == (96,)
+    assert path.stat().st_size < 600
+    assert alit.encoding.id_dtype(256) == torch.uint8 and alit.encoding.id_dtype(4096) == torch.int16
+    assert alit.encoding.id_dtype(2 ** 16) == torch.int32
+
+
+def test_load_checks_every_id(tok, images, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = tok.encode(images[:2], num_tokens=torch.tensor([8, 16])).save(tmp_path / "codes.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta, stored = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    for value, match in [(1024, r"token id 1024 is not in the codebook \[0, 1024\)"),
+                         (-1, r"token id -1 is not in the codebook")]:
+        ids = stored["ids"].clone()
+        ids[3] = value
+        save_file({**stored, "ids": ids}, str(tmp_path / "bad.safetensors"), metadata=meta)
+        with pytest.raises(AlitError, match=match):
+            alit.Encoding.load(tmp_path / "bad.safetensors")
+    save_file({**stored, "ids": stored["ids"][:-1]}, str(tmp_path / "short.safetensors"), metadata=meta)
+    with pytest.raises(AlitError, match="malformed Encoding"):
+        alit.Encoding.load(tmp_path / "short.safetensors")
+
+
+def test_bad_ids_are_errors_not_crashes(tok, images):
+    enc = tok.encode(images[:2], num_tokens=8)
+    ids = enc.ids.clone()
+    ids[0, 3] = -1
+    with pytest.raises(ValueError, match=r"-1 \(padding\) within an image's length"):
+        alit.Encoding(enc.lengths, ids, None, 1, enc.model)
+    ids[0, 3] = 5000  # no codebook size known here: decode checks against the model's
+    rogue = alit.Encoding(enc.lengths, ids, None, 1, enc.model)
+    with pytest.raises(ValueError, match=r"id 5000 within an image's length.*\[0, 1024\)"):
+        tok.decode(rogue)
+    with pytest.raises(ValueError, match=r"-1 past each image's length"):
+        alit.Encoding(torch.tensor([8, 16]), torch.zeros(2, 16, dtype=torch.long), None, 2, enc.model)
+
+
+def test_cat_and_to(tok, images):
+    a = tok.encode(images[:2], num_tokens=torch.tensor([8, 16]))
+    b = tok.encode(images[2:], num_tokens=torch.tensor([40, 8]))
+    both = alit.Encoding.cat([a, b])
+    assert both.lengths.tolist() == [8, 16, 40, 8] and both.ids.shape == (4, 40)
+    assert both.iterations == 5 and both.codebook_size == 1024
+    assert torch.equal(tok.decode(both), torch.cat([tok.decode(a), tok.decode(b)]))
+    assert torch.equal(both.to("cpu").ids, both.ids)
+    torch.manual_seed(7)
+    with pytest.raises(ValueError, match="different models"):
+        alit.Encoding.cat([a, alit.build("tiny").encode(images[:1], num_tokens=8)])
+
+
+def test_fingerprint_names_the_weights_not_their_dtype_or_rule(tok, images):
+    enc = tok.encode(images[:2], num_tokens=16, dtype=torch.bfloat16)
+    assert torch.equal(tok.decode(enc), tok.decode(enc))
+    half = alit.build(tok.config)
+    half.load_state_dict(tok.state_dict())
+    half = half.to(torch.bfloat16)
+    assert half.fingerprint() == tok.fingerprint()
+    made_in_bf16 = half.encode(images[:2].bfloat16(), num_tokens=16)
+    assert tok.decode(made_in_bf16).shape == (2, 3, 64, 64)  # bf16 tokens decode with the fp32 weights
+    other_rule = alit.build(tok.config.replace(criterion="l1:0.2", halting="threshold"))
+    other_rule.load_state_dict(tok.state_dict())
+    assert other_rule.fingerprint() == tok.fingerprint()
+    retrained = alit.build(tok.config)
+    retrained.load_state_dict(tok.state_dict())
+    with torch.no_grad():
+        retrained.decoder.head[-1].bias.add_(0.01)
+    assert retrained.fingerprint() != tok.fingerprint()
+
+
+def test_save_into_a_missing_folder_is_one_line(tok, images, tmp_path):
+    enc = tok.encode(images[:1], num_tokens=8)
+    with pytest.raises(AlitError, match=r"nodir/x.safetensors: cannot write the Encoding \(no such folder\)"):
+        enc.save(tmp_path / "nodir" / "x.safetensors")
 
 
 def test_load_refuses_other_files(tmp_path):

@@ -8,6 +8,11 @@ An Encoding comes from `tok.encode(images, ...)`, from a file (`Encoding.load(pa
 tokens alone: `Encoding.from_ids(ids, lengths, model=tok)` (quantised models) or
 `Encoding.from_latents(latents, lengths, model=tok)`. Decoding it with a model other than the one
 that made it (`tok.decode(enc)`) raises ValueError.
+
+Files (`enc.save(path)`, safetensors, no pickling) are small: only the tokens within each length
+are stored, ragged, ids in the smallest integer type that holds the codebook (uint8 up to 256
+codes, int16 up to 32768), and no latents for a quantised model (its codebook gives them back).
+`Encoding.load` checks every id against the codebook size recorded in the file.
 """
 from __future__ import annotations
 
@@ -23,21 +28,46 @@ from torch import nn
 from .errors import AlitError
 
 FORMAT = "alit-encoding"
-VERSION = "1"
+VERSION = "2"  # 1: padded int64 ids and latents (no longer read)
+
+
+# Config fields that say how a model chooses or computes tokens, not what its weights are: tokens
+# made under another length rule or halting setting decode with the same weights all the same.
+ENCODE_ONLY_FIELDS = ("criterion", "halting", "halting_threshold")
+ENCODE_ONLY_BASE_FIELDS = ("sample_posterior",)
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """A short hash of the model's config and a sample of every weight tensor: the identity an
-    Encoding records. Any retrained or converted-differently model gets another fingerprint."""
-    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    """A short hash of the model's architecture and a sample of every weight tensor: the identity an
+    Encoding records. Any retrained or converted-differently model gets another fingerprint; the
+    same weights cast to bfloat16 / float16, or given another default length rule
+    (`ENCODE_ONLY_FIELDS`), keep theirs."""
+    config = model.config.to_dict()
+    for key in ENCODE_ONLY_FIELDS:
+        config.pop(key, None)
+    for key in ENCODE_ONLY_BASE_FIELDS:
+        config["base"].pop(key, None)
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     samples = []
     for name, t in sorted(model.state_dict().items()):
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(f"{name}{tuple(t.shape)}".encode())  # not the dtype: a bf16 copy is the same model
         flat = t.detach().reshape(-1)
-        samples.append(flat[:: max(1, flat.numel() // 64)][:64].double())  # up to 64 values each
+        sample = flat[:: max(1, flat.numel() // 64)][:64]  # up to 64 values each
+        if sample.is_floating_point():
+            sample = sample.to(torch.bfloat16)  # the values a bf16 copy of the weights also has
+        samples.append(sample.double())
     if samples:
         h.update(torch.cat(samples).cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def id_dtype(codebook_size: int) -> torch.dtype:
+    """The smallest integer type that holds every id of a codebook of `codebook_size` entries."""
+    if codebook_size <= 256:
+        return torch.uint8
+    if codebook_size <= 2 ** 15:
+        return torch.int16
+    return torch.int32
 
 
 @dataclass(repr=False)
@@ -46,9 +76,11 @@ class Encoding:
 
     lengths: torch.Tensor          # LongTensor [B]: tokens of each image
     ids: torch.Tensor | None       # LongTensor [B, Lmax], -1 past each length; None: continuous latents
-    latents: torch.Tensor          # [B, Lmax, d] what the decoder consumes, zero past each length
+    latents: torch.Tensor | None   # [B, Lmax, d] what the decoder consumes, zero past each length; None
+                                   # only beside ids, for a file loaded without its model (decode reads ids)
     iterations: int                # rollout iterations run to make it (the most any image needed)
     model: str                     # fingerprint of the model that made it (`model_fingerprint`)
+    codebook_size: int | None = None  # K of the model's latent codebook (quantised), when known
 
     def __post_init__(self):
         if not isinstance(self.lengths, torch.Tensor) or self.lengths.ndim != 1 or \
@@ -58,14 +90,19 @@ class Encoding:
         B, Lmax = self.lengths.numel(), int(self.lengths.max())
         if int(self.lengths.min()) < 1:
             raise ValueError(f"Encoding.lengths must be positive, got {self.lengths.tolist()}")
-        if not isinstance(self.latents, torch.Tensor) or self.latents.ndim != 3 or \
-                tuple(self.latents.shape[:2]) != (B, Lmax) or not self.latents.is_floating_point():
+        if self.latents is None and self.ids is None:
+            raise ValueError("an Encoding needs ids (quantised models) or latents (continuous ones)")
+        if self.latents is not None and (not isinstance(self.latents, torch.Tensor) or self.latents.ndim != 3 or
+                                         tuple(self.latents.shape[:2]) != (B, Lmax) or
+                                         not self.latents.is_floating_point()):
             raise ValueError(f"Encoding.latents must be a float tensor [{B}, {Lmax}, d] (batch, longest "
                              f"length, latent width), got {_describe(self.latents)}")
-        if self.ids is not None and (not isinstance(self.ids, torch.Tensor) or self.ids.dtype != torch.long
-                                     or tuple(self.ids.shape) != (B, Lmax)):
-            raise ValueError(f"Encoding.ids must be a LongTensor [{B}, {Lmax}] or None, "
-                             f"got {_describe(self.ids)}")
+        if self.ids is not None:
+            if not isinstance(self.ids, torch.Tensor) or self.ids.dtype != torch.long or \
+                    tuple(self.ids.shape) != (B, Lmax):
+                raise ValueError(f"Encoding.ids must be a LongTensor [{B}, {Lmax}] or None, "
+                                 f"got {_describe(self.ids)}")
+            _check_ids(self.ids, self.lengths, self.codebook_size)
 
     # --- building one from tokens alone -----------------------------------------------------------
     @classmethod
@@ -89,7 +126,7 @@ class Encoding:
         ids = ids.masked_fill(~valid, -1)
         with torch.no_grad():
             latents = model.latents_from_ids(ids.clamp(min=0)) * valid[..., None]  # [B, Lmax, d]
-        return cls(lengths, ids, latents, _iterations(lengths, model), model_fingerprint(model))
+        return cls(lengths, ids, latents, _iterations(lengths, model), model_fingerprint(model), K)
 
     @classmethod
     def from_latents(cls, latents: torch.Tensor, lengths: torch.Tensor | list[int],
@@ -108,11 +145,12 @@ class Encoding:
         lengths = lengths.to(param.device)
         valid = _valid(lengths, latents.shape[1])
         latents = latents * valid[..., None]
-        ids = None
+        ids, K = None, None
         if model.quantizer is not None:
+            K = model.config.codebook_size
             with torch.no_grad():
                 ids = model.quantizer(latents).ids.masked_fill(~valid, -1)
-        return cls(lengths, ids, latents, _iterations(lengths, model), model_fingerprint(model))
+        return cls(lengths, ids, latents, _iterations(lengths, model), model_fingerprint(model), K)
 
     # --- a batch -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -127,11 +165,40 @@ class Encoding:
             raise IndexError("an Encoding needs at least one image")
         L = int(lengths.max())
         ids = None if self.ids is None else self.ids[index][:, :L]
-        return Encoding(lengths, ids, self.latents[index][:, :L], self.iterations, self.model)
+        latents = None if self.latents is None else self.latents[index][:, :L]
+        return Encoding(lengths, ids, latents, self.iterations, self.model, self.codebook_size)
+
+    @classmethod
+    def cat(cls, encodings: list["Encoding"]) -> "Encoding":
+        """One Encoding of the images of several, in order (all made by the same model)."""
+        encodings = list(encodings)
+        if not encodings or not all(isinstance(e, Encoding) for e in encodings):
+            raise ValueError("Encoding.cat needs a non-empty list of Encodings")
+        first = encodings[0]
+        for e in encodings[1:]:
+            if e.model != first.model:
+                raise ValueError(f"Encoding.cat: encodings of different models ({first.model}, {e.model})")
+            if (e.ids is None) != (first.ids is None):
+                raise ValueError("Encoding.cat: ids and continuous latents cannot be mixed")
+        Lmax = max(int(e.lengths.max()) for e in encodings)
+        device = first.lengths.device
+
+        def pad(x: torch.Tensor, value) -> torch.Tensor:  # [b, L, ...] -> [b, Lmax, ...]
+            extra = x.new_full((x.shape[0], Lmax - x.shape[1], *x.shape[2:]), value)
+            return torch.cat([x, extra], 1).to(device)
+
+        ids = None if first.ids is None else torch.cat([pad(e.ids, -1) for e in encodings])
+        latents = None
+        if all(e.latents is not None for e in encodings):
+            latents = torch.cat([pad(e.latents, 0) for e in encodings])
+        K = next((e.codebook_size for e in encodings if e.codebook_size is not None), None)
+        return cls(torch.cat([e.lengths.to(device) for e in encodings]), ids, latents,
+                   max(e.iterations for e in encodings), first.model, K)
 
     def to(self, device: torch.device | str) -> "Encoding":
         ids = None if self.ids is None else self.ids.to(device)
-        return Encoding(self.lengths.to(device), ids, self.latents.to(device), self.iterations, self.model)
+        latents = None if self.latents is None else self.latents.to(device)
+        return Encoding(self.lengths.to(device), ids, latents, self.iterations, self.model, self.codebook_size)
 
     def __repr__(self) -> str:
         kind = "ids" if self.ids is not None else "continuous latents"
@@ -140,21 +207,37 @@ class Encoding:
 
     # --- files -------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write a safetensors file: plain tensors plus JSON-free string metadata (no pickling)."""
+        """Write a safetensors file (no pickling): lengths, and the tokens within each length only,
+        ragged (`ids` [sum of lengths] in the smallest integer type that holds the codebook, or
+        `latents` [sum of lengths, d] for a continuous model), plus string metadata."""
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         path = Path(path)
-        tensors = {"lengths": self.lengths, "latents": self.latents}
+        valid = _valid(self.lengths, int(self.lengths.max()))  # [B, Lmax]
+        meta = {"format": FORMAT, "version": VERSION, "model": self.model, "iterations": str(self.iterations)}
+        tensors = {"lengths": self.lengths.to(torch.int32)}
         if self.ids is not None:
-            tensors["ids"] = self.ids
+            K = self.codebook_size if self.codebook_size is not None else int(self.ids.max()) + 1
+            tensors["ids"] = self.ids[valid].to(id_dtype(K))  # [sum L]
+            if self.codebook_size is not None:
+                meta["codebook_size"] = str(self.codebook_size)
+        else:
+            tensors["latents"] = self.latents[valid]  # [sum L, d]
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(tensors, str(path), metadata={"format": FORMAT, "version": VERSION, "model": self.model,
-                                               "iterations": str(self.iterations)})
+        try:
+            save_file(tensors, str(path), metadata=meta)
+        except (SafetensorError, OSError) as e:
+            reason = "no such folder" if not path.parent.is_dir() else str(e).strip().splitlines()[0]
+            raise AlitError(f"{path}: cannot write the Encoding ({reason})") from None
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Encoding":
-        """Read a file written by `save` (on the CPU). Raises AlitError if it is not one."""
+    def load(cls, path: str | Path, model: nn.Module | None = None) -> "Encoding":
+        """Read a file written by `save` (on the CPU, or on `model`'s device). Raises AlitError if
+        it is not one, or if any id lies outside the codebook. A quantised Encoding loaded without
+        `model` has `latents` None (decode reads the ids); with `model`, the file must be its own
+        (same fingerprint) and the latents are looked up in its codebook."""
         from safetensors import SafetensorError, safe_open
 
         try:
@@ -165,31 +248,87 @@ class Encoding:
             raise AlitError(f"{path}: no such file") from None
         except (SafetensorError, OSError) as e:
             raise AlitError(f"{path}: not a safetensors file ({e})") from None
-        if meta.get("format") != FORMAT or "lengths" not in tensors or "latents" not in tensors:
+        if meta.get("format") != FORMAT or "lengths" not in tensors or not ({"ids", "latents"} & set(tensors)):
             raise AlitError(f"{path}: not an alit Encoding (written by Encoding.save)")
         if meta.get("version") != VERSION:
-            raise AlitError(f"{path}: Encoding format version {meta.get('version')!r}; "
-                            f"this alit reads {VERSION}")
+            raise AlitError(f"{path}: Encoding format version {meta.get('version')!r}; this alit reads "
+                            f"{VERSION} (encode the images again)")
         try:
-            return cls(tensors["lengths"], tensors.get("ids"), tensors["latents"], int(meta["iterations"]),
-                       meta["model"])
-        except (KeyError, ValueError) as e:
+            enc = cls._unpack(tensors, meta)
+        except (KeyError, ValueError, RuntimeError) as e:
             raise AlitError(f"{path}: malformed Encoding ({e})") from None
+        if model is not None:
+            try:
+                enc.check_model(model)
+            except ValueError as e:
+                raise AlitError(f"{path}: {e}") from None
+            enc = enc.to(next(model.parameters()).device)
+            if enc.ids is not None:
+                with torch.no_grad():
+                    valid = _valid(enc.lengths, enc.ids.shape[1])
+                    enc.latents = model.latents_from_ids(enc.ids.clamp(min=0)) * valid[..., None]
+        return enc
+
+    @classmethod
+    def _unpack(cls, tensors: dict, meta: dict) -> "Encoding":
+        lengths = tensors["lengths"]
+        if lengths.ndim != 1 or lengths.is_floating_point() or lengths.numel() == 0 or int(lengths.min()) < 1:
+            raise ValueError(f"lengths must be positive integers [B], got {_describe(lengths)}")
+        lengths = lengths.long()
+        valid = _valid(lengths, int(lengths.max()))  # [B, Lmax]
+        total = int(lengths.sum())
+        K = int(meta["codebook_size"]) if "codebook_size" in meta else None
+        ids = latents = None
+        if "ids" in tensors:
+            flat = tensors["ids"]
+            if flat.shape != (total,) or flat.is_floating_point():
+                raise ValueError(f"ids must be integers [{total}] (the sum of the lengths), got {_describe(flat)}")
+            flat = flat.long()
+            if K is not None and flat.numel() and not bool(((flat >= 0) & (flat < K)).all()):
+                bad = flat[(flat < 0) | (flat >= K)][0].item()
+                raise ValueError(f"token id {bad} is not in the codebook [0, {K})")
+            ids = torch.full(valid.shape, -1, dtype=torch.long)
+            ids[valid] = flat
+        else:
+            flat = tensors["latents"]
+            if flat.ndim != 2 or flat.shape[0] != total or not flat.is_floating_point():
+                raise ValueError(f"latents must be floats [{total}, d], got {_describe(flat)}")
+            latents = flat.new_zeros(*valid.shape, flat.shape[1])
+            latents[valid] = flat
+        return cls(lengths, ids, latents, int(meta["iterations"]), meta["model"], K)
 
     # --- checks before decoding ----------------------------------------------------------------------
     def check_model(self, model: nn.Module) -> None:
-        """Raise ValueError unless `model` made this Encoding (same fingerprint)."""
+        """Raise ValueError unless `model` made this Encoding (same fingerprint) and can decode it."""
         mine = model_fingerprint(model)
         if self.model != mine:
             raise ValueError(f"this Encoding was made by another model (fingerprint {self.model}); this "
                              f"model's fingerprint is {mine}. Decode it with the model that encoded it")
         _lengths(self.lengths, model)
-        if self.latents.shape[2] != model.config.latent_dim:
+        if self.latents is not None and self.latents.shape[2] != model.config.latent_dim:
             raise ValueError(f"Encoding latents have width {self.latents.shape[2]}, the model's latent_dim "
                              f"is {model.config.latent_dim}")
         if (self.ids is None) != (getattr(model, "quantizer", None) is None):
             raise ValueError("Encoding ids do not match the model: a quantised model needs ids, a "
                              "continuous one has none")
+        if self.ids is not None:
+            _check_ids(self.ids, self.lengths, model.config.codebook_size)
+
+
+def _check_ids(ids: torch.Tensor, lengths: torch.Tensor, codebook_size: int | None) -> None:
+    """ValueError unless ids [B, Lmax] are codebook entries within each length and -1 past it."""
+    valid = _valid(lengths.to(ids.device), ids.shape[1])
+    inside = ids[valid]
+    top = codebook_size if codebook_size is not None else None
+    bad = (inside < 0) if top is None else (inside < 0) | (inside >= top)
+    if bool(bad.any()):
+        value = int(inside[bad][0])
+        where = "-1 (padding)" if value == -1 else f"id {value}"
+        limit = f" [0, {top})" if top is not None else ""
+        raise ValueError(f"Encoding.ids: {where} within an image's length; every token there must be a "
+                         f"codebook entry{limit}")
+    if bool((ids[~valid] != -1).any()):
+        raise ValueError("Encoding.ids must be -1 past each image's length")
 
 
 def _lengths(lengths, model: nn.Module) -> torch.Tensor:

@@ -100,7 +100,7 @@ class AdaptiveTokenizer(ALIT):
                 halt.rows = active
         Lmax = int(lengths.max())
         return Encoding(lengths, None if ids is None else ids[:, :Lmax], latents[:, :Lmax], t + 1,
-                        model_fingerprint(self))
+                        model_fingerprint(self), None if ids is None else self.config.codebook_size)
 
     def _judge(self, criterion, images: torch.Tensor, step, state, num_tokens: int) -> torch.Tensor:
         """The criterion's answer [b] for the images still in the batch at this length."""
