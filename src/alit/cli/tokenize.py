@@ -1,0 +1,170 @@
+"""`alit tokenize DATA --out DIR` and `alit decode DIR --out IMAGES` (alit/tokens/)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path, PurePosixPath
+
+from ..errors import AlitError
+
+
+def cmd_tokenize(args) -> int:
+    import torch
+
+    from ..criteria import parse_criterion
+    from ..eval.inputs import load_model
+    from ..tokens.job import Options, tokenize
+    from ..train import dist
+
+    given = [m for m in ("num_tokens", "criterion", "mean_tokens") if getattr(args, m) is not None]
+    if len(given) > 1:
+        raise AlitError("give one of --num-tokens, --criterion and --mean-tokens")
+    if args.batch_size < 1 or args.workers < 0:
+        raise AlitError(f"--batch-size must be at least 1 and --workers at least 0, got {args.batch_size} "
+                        f"and {args.workers}")
+    if args.criterion is not None:
+        parse_criterion(args.criterion)  # a bad rule fails before the model loads
+    device = dist.init()
+    if args.device is not None:
+        device = torch.device(args.device)
+    rank, world = dist.rank(), dist.world_size()
+    try:
+        tok = load_model(args.checkpoint, device)
+        mode = given[0] if given else "criterion"
+        value = getattr(args, mode) if given else tok.config.criterion
+        lengths = tok.config.lengths
+        if mode == "num_tokens" and value not in lengths:
+            raise AlitError(f"--num-tokens {value} is not a length of this model; choose from {lengths}")
+        if mode == "mean_tokens" and not lengths[0] <= value:
+            raise AlitError(f"--mean-tokens {value:g} is below this model's shortest length {lengths[0]}")
+        if mode == "criterion":
+            parse_criterion(value, tok)
+        checkpoint = str(args.checkpoint)
+        if Path(checkpoint).exists():
+            checkpoint = str(Path(checkpoint).resolve())
+        opts = Options(data=args.data, out=args.out, mode=mode, value=value, checkpoint=checkpoint,
+                       batch_size=args.batch_size, dtype=args.dtype, part_size=args.part_size,
+                       workers=args.workers, progress=not args.no_progress)
+        index = tokenize(tok, opts, rank=rank, world=world)
+    finally:
+        dist.shutdown()
+    if index is None:
+        return 0
+    bpp = index["mean_bits_per_pixel"]
+    bpp = f", {bpp:.4f} bits per pixel" if bpp is not None else ""
+    rate = index["images_per_second"]
+    rate = f", {rate:.1f} images/s on {world} process(es)" if rate and index["images_this_run"] else ""
+    print(f"{index['images_written']} images written, {index['images_skipped']} skipped "
+          f"({args.out}/skipped.jsonl); mean {index['mean_tokens']:.2f} tokens{bpp}{rate}")
+    c = index.get("mean_tokens_comparison")
+    if c:
+        rows = [["rule", "mean tokens", "mean L1"],
+                ["budget (--mean-tokens)", f"{c['budget']['mean_tokens']:.2f}", f"{c['budget']['mean_l1']:.4f}"],
+                [f"fixed length {c['fixed_length']['tokens']}", f"{c['fixed_length']['mean_tokens']:.2f}",
+                 f"{c['fixed_length']['mean_l1']:.4f}"],
+                [f"threshold l1:{c['threshold_rule']['threshold']:.4g}",
+                 f"{c['threshold_rule']['mean_tokens']:.2f}", f"{c['threshold_rule']['mean_l1']:.4f}"]]
+        _print_table(rows)
+    print(f"{args.out}/index.json")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    from ..eval.inputs import load_model
+    from ..images import save_png
+    from ..tokens import TokenDataset
+
+    if args.batch_size < 1:
+        raise AlitError(f"--batch-size must be at least 1, got {args.batch_size}")
+    ds = TokenDataset(args.dir)
+    tok = load_model(args.checkpoint or ds.index["model"]["checkpoint"], args.device)
+    ds.check_model(tok)
+    if args.keys:
+        missing = [k for k in args.keys if k not in set(ds.keys)]
+        if missing:
+            raise AlitError(f"{args.dir}: no image with key {missing[0]!r}"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        rows = [ds.find(k) for k in dict.fromkeys(args.keys)]
+    else:
+        rows = list(range(len(ds)))
+    out = Path(args.out)
+    names = output_names([ds.keys[i] for i in rows])
+    for start in range(0, len(rows), args.batch_size):
+        batch = rows[start:start + args.batch_size]
+        images = tok.decode(ds.encoding(batch, tok))  # [b, 3, S, S] in [0, 1]
+        for i, image in zip(batch, images):
+            path = out / names[ds.keys[i]]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_png(image, path)
+    print(f"{len(rows)} image(s) decoded: {out}/<key>.png")
+    return 0
+
+
+def output_names(keys: list[str]) -> dict[str, str]:
+    """A PNG path per key: the key with its suffix replaced by .png, inside the output folder
+    (no '..', no absolute paths), with -2, -3, ... where two keys would give one name."""
+    names, used = {}, set()
+    for key in keys:
+        parts = [p for p in PurePosixPath(key.replace("\\", "/")).parts if p not in ("/", "..", ".", "")]
+        stem = PurePosixPath(*parts).with_suffix("").as_posix() if parts else "image"
+        name, n = f"{stem}.png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        used.add(name)
+        names[key] = name
+    return names
+
+
+def _print_table(table: list[list[str]]) -> None:
+    widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
+    for r in table:
+        print("  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths))))
+
+
+def add_parsers(sub) -> None:
+    s = sub.add_parser(
+        "tokenize", help="a data set into Parquet token files (one or many processes, resumable)",
+        description="Encode every image of DATA (an image folder, searched recursively, or WebDataset "
+        "shards) and write DIR/part-NNNNNN.parquet, one row per image: key (the path relative to DATA, or "
+        "the WebDataset key), num_tokens, and ids (the smallest unsigned integer type that holds the "
+        "codebook) or latents (continuous models); then DIR/index.json (the model, how lengths were chosen, "
+        "counts, histogram of lengths, bits per pixel, speed) and DIR/skipped.jsonl (images that could not "
+        "be read, with the reason). Images are prepared as `alit reconstruct` prepares them. Lengths: "
+        "--num-tokens N for all, --criterion NAME:VALUE per image (default: the model's own rule), or "
+        "--mean-tokens N, the least total L1 with a mean of at most N tokens. Runs on many processes with "
+        "`torchrun --nproc_per_node=N -m alit tokenize ...`; run the same command again after an "
+        "interruption to finish the job. Read the result with pyarrow, pandas, `datasets`, or "
+        "alit.TokenDataset(DIR).")
+    s.add_argument("data", metavar="DATA", help="image folder, or WebDataset shards (.tar, dir/{0000..0099}.tar)")
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder (new, empty, or this run's own)")
+    s.add_argument("--checkpoint", default="default", metavar="CKPT",
+                   help="model folder (model.safetensors + config.json), or 'default' for the bundled model")
+    s.add_argument("--num-tokens", type=int, default=None, metavar="N", help="every image gets N tokens")
+    s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
+                   help="the shortest length this rule accepts, per image: l1:T, psnr:DB, mse:T judged on the "
+                   "8-bit reconstruction, or the pixel-free conf:P, code:T (default: the model's own)")
+    s.add_argument("--mean-tokens", type=float, default=None, metavar="N",
+                   help="a budget for the whole data set: lengths that make the total L1 smallest with a mean "
+                   "of at most N tokens (a first pass measures every image at every length)")
+    s.add_argument("--batch-size", type=int, default=32, metavar="B", help="images per batch (default 32)")
+    s.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="arithmetic precision under autocast; the weights stay as they are (default fp32)")
+    s.add_argument("--part-size", type=int, default=256, metavar="N",
+                   help="images per Parquet part of an image folder (default 256); a shard is one part")
+    s.add_argument("--workers", type=int, default=4, metavar="N", help="threads reading images (default 4)")
+    s.add_argument("--device", default=None,
+                   help="torch device (default: this process's GPU under torchrun, else cuda if available, else cpu)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_tokenize)
+
+    s = sub.add_parser("decode", help="PNGs back from a token folder of `alit tokenize`",
+                       description="Decode the tokens of DIR (made by `alit tokenize`) with the model that "
+                       "made them and write IMAGES/<key>.png (the key's suffix replaced by .png).")
+    s.add_argument("dir", metavar="DIR", help="token folder (with index.json)")
+    s.add_argument("--out", required=True, metavar="IMAGES", help="output folder")
+    s.add_argument("--keys", nargs="+", default=None, metavar="KEY", help="only these images (default: all)")
+    s.add_argument("--checkpoint", default=None, metavar="CKPT",
+                   help="the model (default: the one index.json names); it must be the model that made the tokens")
+    s.add_argument("--batch-size", type=int, default=16, metavar="B", help="images per batch (default 16)")
+    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    s.set_defaults(func=cmd_decode)
