@@ -29,6 +29,7 @@ import torch
 from .config import BaseConfig, ModelConfig
 from .errors import AlitError
 from .presets import heads_for
+from .weights import check_state, listing as _listing, on_meta, save
 
 # The paper's ALIT key prefixes -> ours. Longest prefix wins.
 ALIT_KEYS = {
@@ -469,28 +470,6 @@ def map_state(state: dict, kind: str, config: ModelConfig | None = None) -> dict
     return out
 
 
-def _listing(items: list[str], n: int = 3) -> str:
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
-
-
-def check_state(state: dict, expected: dict[str, torch.Size | tuple], show=None) -> None:
-    """One-line AlitError naming what is missing, unexpected or mis-shaped.
-
-    show: our key -> the name to print (the paper's, when converting); default the key itself.
-    """
-    show = show or _same
-    missing = [show(k) for k in expected if k not in state]
-    unexpected = [show(k) for k in state if k not in expected]
-    shapes = [f"{show(k)} {list(state[k].shape)} (expected {list(expected[k])})"
-              for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k])]
-    problems = [f"{len(items)} {name}: {_listing(items)}"
-                for name, items in (("missing", missing), ("unexpected", unexpected),
-                                    ("mis-shaped", shapes)) if items]
-    if problems:
-        raise AlitError("weights do not fit the model: " + "; ".join(problems))
-
-
 def _as_model_dtypes(state: dict, dtypes: dict[str, torch.dtype], show) -> dict[str, torch.Tensor]:
     """Floating tensors in the model's dtype (float32: free for the paper's float32 weights,
     exact for float16 / bfloat16, rounded for float64); any other dtype must match exactly."""
@@ -512,7 +491,6 @@ def convert_state(state: dict, heads: int | None = None, decoder_heads: int | No
     or a BaseConfig for a base tokenizer alone."""
     from .base import build_base
     from .model.alit import ALIT
-    from .weights import on_meta
 
     state = _strip_ddp(state)
     kind = detect_kind(state)
@@ -540,16 +518,16 @@ def _same(key: str) -> str:
 
 
 def convert(src: str | Path, dst: str | Path, heads: int | None = None, weights: str = "ema",
-            image_size: int = 256) -> Path:
+            image_size: int = 256, source: str | None = None) -> Path:
     """Convert a checkpoint file into our format (a folder with model.safetensors + config.json).
 
     heads: attention heads when width and depth are not a paper preset. weights: "ema" or
     "model" of a training checkpoint. image_size: for a base tokenizer alone (an ALIT model's
-    image size is inferred from its tensors).
+    image size is inferred from its tensors). source: what config.json records as the origin
+    (default: the file's path).
     """
-    from .weights import save
-
     entry, state = pick_weights(read_checkpoint(src), weights)
     ours, config = convert_state(state, heads=heads, image_size=image_size)
-    source = str(src) if entry == "state dict" else f"{src} [{entry}]"
+    source = source or str(src)
+    source = source if entry == "state dict" else f"{source} [{entry}]"
     return save(ours, config, dst, source=source, image_size=image_size)

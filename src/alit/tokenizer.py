@@ -1,4 +1,9 @@
-"""The user-facing tokenizer: the ALIT model plus building and loading by name."""
+"""The user-facing tokenizer: the ALIT model plus building, and loading by name or path.
+
+Loading is two steps, each in one module: `alit.resolve` turns a name, hub id or path into a local
+path (downloading and converting on first use), `alit.weights.load_module` builds the module that
+path holds. Neither imports this module, so there is no import circle.
+"""
 from __future__ import annotations
 
 import numbers
@@ -13,6 +18,8 @@ from .encoding import Encoding, model_fingerprint
 from .model.alit import ALIT, check_images, compute_dtype
 from .model.halting import Halting
 from .presets import preset
+from .resolve import resolve
+from .weights import load_module as load_local
 
 
 class AdaptiveTokenizer(ALIT):
@@ -146,6 +153,32 @@ class AdaptiveTokenizer(ALIT):
             out[rows] = self.codes_to_images(codes).clamp(0, 1)
         return out
 
+    # --- by name: the paper's models, the Hugging Face Hub, folders -------------------------------
+    @classmethod
+    def from_pretrained(cls, repo_or_dir: str | Path, revision: str | None = None,
+                        dtype: torch.dtype | str | None = None) -> "AdaptiveTokenizer":
+        """A tokenizer from a local folder, a Hugging Face Hub repository ("org/name", at a
+        `revision`), or any name `alit.load` takes ("default", "paper/...", "hf:org/name")."""
+        folder = resolve(repo_or_dir, revision, hub_ids=True, expect="alit")
+        tok = load_local(folder, expect="alit", alit_class=cls)
+        return tok if dtype is None else tok.to(as_dtype(dtype))
+
+    def save_pretrained(self, folder: str | Path, **card) -> Path:
+        """Write config.json, model.safetensors and a README.md model card into folder.
+        card: recipe= (YAML text or file), figures= (dict, or `alit demo` / `alit eval` JSON), name=."""
+        from .hub import save_pretrained
+
+        return save_pretrained(self, folder, **card)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    revision: str | None = None, commit_message: str = "Upload alit model", **card) -> str:
+        """Upload this model (save_pretrained's files) to a Hugging Face Hub repository, created
+        when missing; returns the commit URL. Needs `pip install 'alit[hub]'` and a token."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, token=token, revision=revision,
+                           commit_message=commit_message, **card)
+
     def fingerprint(self) -> str:
         """The identity an Encoding records: a hash of the config and a sample of every weight."""
         return model_fingerprint(self)
@@ -198,16 +231,23 @@ def build(preset_or_config: str | ModelConfig = "tiny", **overrides) -> Adaptive
     return AdaptiveTokenizer(config).eval()
 
 
-def load(path_or_name: str | Path, dtype: torch.dtype | str | None = None) -> AdaptiveTokenizer:
-    """A tokenizer from a checkpoint folder or file (ours; `alit convert` makes one), eval mode.
+def load(path_or_name: str | Path, dtype: torch.dtype | str | None = None, *,
+         revision: str | None = None) -> AdaptiveTokenizer:
+    """A tokenizer in eval mode from a name or a checkpoint (see `alit.resolve`):
+    "default" (the bundled model), "paper/<name>" (the paper's released models, downloaded and
+    converted on first use), "hf:org/name" (the Hugging Face Hub, at `revision`), or a checkpoint
+    folder or file (ours: `alit convert` or training make one).
 
     dtype: cast the weights, e.g. torch.bfloat16 (or "bf16"): half the memory, everything computed
     in that precision. (`encode(..., dtype=)` instead keeps float32 weights and uses autocast.)
     """
-    from .weights import load_module
-
-    tok = load_module(path_or_name, expect="alit")
+    tok = load_local(resolve(path_or_name, revision, expect="alit"), expect="alit", alit_class=AdaptiveTokenizer)
     return tok if dtype is None else tok.to(as_dtype(dtype))
+
+
+def load_module(path_or_name: str | Path, expect: str | None = None, *, revision: str | None = None):
+    """As `load`, for an ALIT model or a base tokenizer (e.g. "paper/mage-vqgan")."""
+    return load_local(resolve(path_or_name, revision, expect=expect), expect=expect, alit_class=AdaptiveTokenizer)
 
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,

@@ -1,7 +1,13 @@
-"""Our checkpoint format: a folder with `model.safetensors` and `config.json` (DESIGN 2.3).
+"""Our checkpoint format, and loading a local checkpoint into a module (DESIGN 2.3).
 
-The same JSON is also stored in the safetensors header (metadata key "alit"), so a lone
-`.safetensors` file loads too; beside a `config.json`, the `config.json` is what counts.
+A checkpoint is a folder with `model.safetensors` and `config.json`. The same JSON is also stored in
+the safetensors header (metadata key "alit"), so a lone `.safetensors` file loads too; beside a
+`config.json`, the `config.json` is what counts.
+
+This module knows files only: what a *name* means ("default", "paper/...", "hf:org/name") is
+`alit.resolve`'s business, and `alit.load` / `AdaptiveTokenizer.from_pretrained` put the two
+together. It imports nothing of alit above the model itself (no convert, resolve or tokenizer),
+so every other module can import it.
 """
 from __future__ import annotations
 
@@ -158,13 +164,8 @@ DEFAULT_MODEL = Path(__file__).parent / "assets" / "default"
 
 
 def locate(path: str | Path) -> tuple[Path, dict]:
-    """(weights file, checked config) of a checkpoint folder, its config.json, or a .safetensors file.
-    "default" (where no such file or folder exists) is the bundled model."""
-    if str(path) == "default" and not Path(path).exists():
-        if not (DEFAULT_MODEL / CONFIG_FILE).is_file():
-            raise AlitError(f"the bundled default model is missing from this install ({DEFAULT_MODEL}); "
-                            f"reinstall alit, or give a checkpoint folder")
-        path = DEFAULT_MODEL
+    """(weights file, checked config) of a local checkpoint folder, its config.json, or a
+    .safetensors file. Names are not paths here: `alit.resolve.resolve` turns them into one."""
     path = Path(path)
     if not path.exists():
         raise AlitError(f"{path}: no such checkpoint")
@@ -189,15 +190,40 @@ def locate(path: str | Path) -> tuple[Path, dict]:
                     f"to use the paper's .pth / .ckpt files, convert them with `alit convert {path} --out DIR`")
 
 
-def load_module(path: str | Path, expect: str | None = None):
-    """Load our checkpoint as a module in eval mode: an ALIT model or a base tokenizer.
+def check_state(state: dict, expected: dict[str, torch.Size | tuple], show=None) -> None:
+    """One-line AlitError naming what is missing, unexpected or mis-shaped.
 
+    show: our key -> the name to print (the paper's, when converting); default the key itself.
+    """
+    show = show or (lambda key: key)
+    missing = [show(k) for k in expected if k not in state]
+    unexpected = [show(k) for k in state if k not in expected]
+    shapes = [f"{show(k)} {list(state[k].shape)} (expected {list(expected[k])})"
+              for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k])]
+    problems = [f"{len(items)} {name}: {listing(items)}"
+                for name, items in (("missing", missing), ("unexpected", unexpected),
+                                    ("mis-shaped", shapes)) if items]
+    if problems:
+        raise AlitError("weights do not fit the model: " + "; ".join(problems))
+
+
+def listing(items: list[str], n: int = 3) -> str:
+    """The first n items, comma-separated, and how many more."""
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def load_module(path: str | Path, expect: str | None = None, alit_class=None):
+    """Load a local checkpoint (folder or file) as a module in eval mode: an ALIT model or a base
+    tokenizer. No names, no downloads: `alit.load` resolves those first.
+
+    alit_class: the class built for an ALIT checkpoint (a subclass of `alit.model.alit.ALIT`; the
+    architecture itself when None). `alit.load` gives `AdaptiveTokenizer`, which adds the API.
     The module is built on the meta device and takes the file's tensors as they are (no second
     copy); every key, shape and dtype is checked first.
     """
     from .base import build_base
-    from .convert import check_state
-    from .tokenizer import AdaptiveTokenizer
+    from .model.alit import ALIT
 
     weights, meta = locate(path)
     if expect is not None and meta["type"] != expect:
@@ -207,7 +233,7 @@ def load_module(path: str | Path, expect: str | None = None):
     try:
         if meta["type"] == "alit":
             config = ModelConfig.from_dict(meta["config"])
-            module = on_meta(lambda: AdaptiveTokenizer(config))
+            module = on_meta(lambda: (alit_class or ALIT)(config))
         else:
             config = BaseConfig(**meta["config"])
             module = on_meta(lambda: build_base(config, meta.get("image_size", 256)))
@@ -224,4 +250,5 @@ def load_module(path: str | Path, expect: str | None = None):
     left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if left:  # a non-persistent buffer would stay unmaterialised: build it on a real device instead
         raise RuntimeError(f"tensors not restored from {weights}: {left[:3]}")
+    module.checkpoint_meta = {"path": str(weights), "source": meta.get("source")}
     return module.eval()

@@ -80,7 +80,8 @@ def to_8bit(images: torch.Tensor, truncate: bool = False) -> torch.Tensor:
 
 
 def load_model(spec: str | Path | None, device: str | torch.device | None = None):
-    """A tokenizer from a checkpoint folder/file, or the bundled model for "default"; eval mode."""
+    """A tokenizer in eval mode from a checkpoint folder/file or a model name: "default" (the
+    bundled model), "paper/<name>" (downloaded on first use), "hf:org/name" (see `alit.resolve`)."""
     from ..tokenizer import load
 
     if spec is None:
@@ -88,7 +89,7 @@ def load_model(spec: str | Path | None, device: str | torch.device | None = None
     try:
         tok = load(spec)
     except AlitError as e:
-        if str(spec) == "default" and not Path(spec).exists():
+        if str(spec) == "default":  # the bundled model, whatever the working directory holds
             raise AlitError(f"--checkpoint default: no bundled default model can be loaded in this install "
                             f"({e}); give a checkpoint folder instead") from None
         raise
