@@ -7,8 +7,9 @@ from .model.alit import Rollout
 from .model.halting import Halting
 from .presets import PRESETS, preset
 from .tokenizer import AdaptiveTokenizer, build, load
+from .tokens import TokenDataset
 
 __version__ = "0.1.0"
 __all__ = ["AdaptiveTokenizer", "AlitError", "BaseConfig", "CodeErrorBelow", "ConfidenceAbove", "CriterionInput",
            "Encoding", "Halting", "L1Below", "MSEBelow", "ModelConfig", "PRESETS", "PSNRAbove", "Rollout",
-           "build", "load", "preset"]
+           "TokenDataset", "build", "load", "preset"]

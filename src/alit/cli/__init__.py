@@ -567,6 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_eval_parsers(sub, data)
     _add_bench_parser(sub)
+    from .tokenize import add_parsers as add_tokenize_parsers  # tokenize, decode
+    add_tokenize_parsers(sub)
     from .models import add_models_parser
 
     add_models_parser(sub)
