@@ -59,17 +59,36 @@ def test_demo_summary(demo):
         assert summary["mean_l1"][L] == pytest.approx(sum(r["l1"][L] for r in summary["images"]) / 48)
     rank = summary["spearman_chosen_vs_png_bpp"]
     assert -1 <= rank["rho"] <= 1 and 0 <= rank["p"] <= 1
+    # the ceiling: the base decoding its own code of each photo, scored as every length is
+    assert set(summary["base"]) == {"l1", "psnr"}
+    assert summary["base"]["l1"] == pytest.approx(sum(r["base_l1"] for r in summary["images"]) / 48)
+    assert summary["base"]["psnr"] == pytest.approx(sum(r["base_psnr"] for r in summary["images"]) / 48)
     # the printed table: a row per length, then the means and the page
     lines = proc.stdout.splitlines()
     assert [line.split()[0] for line in lines[1:1 + len(lengths)]] == keys
     assert "Spearman rho" in proc.stdout and lines[-1] == str(out / "index.html")
 
 
+def test_demo_base_figures_are_the_base_on_its_own_code(demo):
+    """Recomputed here through the base alone: its encoder's code, its decoder, 8-bit, float64."""
+    out, _, _ = demo
+    summary = json.loads((out / "summary.json").read_text())
+    tok = alit.load(summary["model"]["checkpoint"])
+    proto = protocol("resize-crop")
+    batch = next(batches(sorted(PHOTOS.glob("*.jpg")), tok.config.image_size, proto, 64))
+    with torch.no_grad():
+        own = proto.finish(tok.codes_to_images(tok.targets(batch.images).codes)).double()
+    l1 = pixel_metrics(batch.images.double(), own)["l1"]
+    by_file = {r["file"]: r["base_l1"] for r in summary["images"]}
+    assert [by_file[p.name] for p in batch.paths] == pytest.approx(l1.tolist(), abs=1e-9)
+    assert (out / "images" / batch.paths[0].stem / "base.png").is_file()
+
+
 def test_demo_page_links_only_existing_images(demo):
     out, _, _ = demo
     page = (out / "index.html").read_text()
     sources = re.findall(r'<img src="([^"]+)"', page)
-    assert len(sources) == 48 * 9 + 2  # input and every length per photo, and the two plots
+    assert len(sources) == 48 * 10 + 2  # input, every length and the base per photo, and the two plots
     assert all((out / src).is_file() for src in sources)
     assert page.count('class="img hl"') == 48  # one chosen length per photo
 

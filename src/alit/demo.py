@@ -11,12 +11,13 @@ for an image within a rounding of the threshold. Complexity is the PNG bits per 
 the model was given (`analysis.complexity_proxies`).
 
 Writes to OUT:
-  summary.json  {"model", "criterion", "protocol", "mean_l1", "mean_psnr", "mean_chosen_tokens",
+  summary.json  {"model", "criterion", "protocol", "mean_l1", "mean_psnr", "base": {"l1", "psnr"} (the
+                base tokenizer decoding its own code of each photo, scored alike: the ceiling), "mean_chosen_tokens",
                 "spearman_chosen_vs_png_bpp": {"rho", "p", "n"}, "images": [{"file", "chosen_tokens",
-                "l1": {"8": ..}, "psnr": {"8": ..}, "png_bpp"}, ...]}; l1 / psnr keyed by length
+                "l1": {"8": ..}, "psnr": {"8": ..}, "base_l1", "base_psnr", "png_bpp"}, ...]}; l1 / psnr keyed by length
   index.html    every photo at every length (the chosen one framed), mean L1 against tokens, and
                 chosen tokens against PNG bits per pixel
-  images/<stem>/input.png, len008.png, ...   the PNGs the page shows; l1.png, scatter.png
+  images/<stem>/input.png, len008.png, ..., base.png   the PNGs the page shows; l1.png, scatter.png
 """
 from __future__ import annotations
 
@@ -71,6 +72,8 @@ def run_demo(tok, out: str | Path, criterion: str | None = None, batch_size: int
         "protocol": proto.description,
         "mean_l1": {L: float(np.mean([r["l1"][L] for r in records])) for L in lengths},
         "mean_psnr": {L: float(np.mean([r["psnr"][L] for r in records])) for L in lengths},
+        "base": {"l1": float(np.mean([r["base_l1"] for r in records])),
+                 "psnr": float(np.mean([r["base_psnr"] for r in records]))},
         "mean_chosen_tokens": float(np.mean(chosen)),
         "spearman_chosen_vs_png_bpp": spearman,
         "images": records,
@@ -93,6 +96,9 @@ def _score(tok, rule, proto, batch, out: Path) -> list[dict]:
     recons = [proto.finish(r).double() for r in roll.reconstructions]  # per length: [b, 3, S, S], 8-bit
     chosen = first_accepted(rule, inputs, recons if needs_pixels(rule) else roll).tolist()  # [b] length index
     scores = [pixel_metrics(inputs, r) for r in recons]  # per length: {"l1": [b], "psnr": [b], ...}
+    # the ceiling: the base decoding its own code of the photo (what stage 1 learns to predict)
+    base_recons = proto.finish(tok.codes_to_images(roll.targets.codes)).double()  # [b, 3, S, S], 8-bit
+    base = pixel_metrics(inputs, base_recons)
     records = []
     for j, path in enumerate(batch.paths):
         folder = out / "images" / path.stem
@@ -100,9 +106,11 @@ def _score(tok, rule, proto, batch, out: Path) -> list[dict]:
         save_png(batch.images[j], folder / "input.png")
         for i, L in enumerate(lengths):
             save_png(recons[i][j], folder / f"len{L:03d}.png")
+        save_png(base_recons[j], folder / "base.png")
         records.append({"file": path.name, "chosen_tokens": lengths[chosen[j]],
                         "l1": {str(L): float(s["l1"][j]) for L, s in zip(lengths, scores)},
                         "psnr": {str(L): float(s["psnr"][j]) for L, s in zip(lengths, scores)},
+                        "base_l1": float(base["l1"][j]), "base_psnr": float(base["psnr"][j]),
                         "png_bpp": complexity_proxies(batch.images[j])["png_bpp"]})
     return records
 
@@ -114,6 +122,8 @@ def _error_plot(summary: dict, path: Path, threshold: float | None) -> None:
     for r in summary["images"]:
         ax.plot(lengths, list(r["l1"].values()), color="0.75", lw=0.8)
     ax.plot(lengths, list(summary["mean_l1"].values()), "o-", color="C0", lw=2.2, label="mean over photos")
+    ax.axhline(summary["base"]["l1"], color="0.3", ls=":", lw=1.2,
+               label=f"base tokenizer's own code ({summary['base']['l1']:.3f})")
     if threshold is not None:
         ax.axhline(threshold, color="C3", ls="--", lw=1, label=f"criterion {summary['criterion']}")
     ax.set_xticks(lengths)
@@ -155,6 +165,9 @@ def _page(summary: dict) -> Page:
         ("preprocessing", summary["protocol"]),
         ("length rule", f"{summary['criterion']}: the shortest length whose 8-bit reconstruction passes it, "
                         f"the longest when none does"),
+        ("base tokenizer (the ceiling)",
+         f"L1 {summary['base']['l1']:.4f}, PSNR {summary['base']['psnr']:.2f} dB: the base decoding its own "
+         f"code of each photo, scored as every length is"),
         ("mean chosen tokens", f"{summary['mean_chosen_tokens']:.1f}"),
         ("Spearman rho, chosen tokens vs PNG bits per pixel",
          f"{rank['rho']:.3f} (p = {rank['p']:.2g}, n = {rank['n']})" if rank["rho"] is not None
@@ -162,7 +175,8 @@ def _page(summary: dict) -> Page:
     page.heading("Error against tokens")
     counts = [sum(r["chosen_tokens"] == L for r in records) for L in lengths]
     page.table(["tokens", "mean L1", "mean PSNR (dB)", "photos choosing it"],
-               [[L, summary["mean_l1"][str(L)], summary["mean_psnr"][str(L)], n] for L, n in zip(lengths, counts)])
+               [[L, summary["mean_l1"][str(L)], summary["mean_psnr"][str(L)], n] for L, n in zip(lengths, counts)]
+               + [["base", summary["base"]["l1"], summary["base"]["psnr"], "-"]])
     page.figure("l1.png", "L1 of each photo (grey) and the mean (blue) at every length")
     page.figure("scatter.png", "Chosen tokens (jittered) against PNG bits per pixel of the image the model was given")
     page.heading("Every photo at every length")
@@ -176,6 +190,7 @@ def _page(summary: dict) -> Page:
                Img(f"images/{stem}/input.png", width=width)]
         row += [Img(f"images/{stem}/len{L:03d}.png", f"{r['l1'][str(L)]:.3f}", width, r["chosen_tokens"] == L)
                 for L in lengths]
+        row.append(Img(f"images/{stem}/base.png", f"{r['base_l1']:.3f}", width, False))
         rows.append(row)
-    page.table(["photo", "input"] + [f"{L} tokens" for L in lengths], rows)
+    page.table(["photo", "input"] + [f"{L} tokens" for L in lengths] + ["base (ceiling)"], rows)
     return page
