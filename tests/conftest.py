@@ -13,6 +13,13 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test downloads from the internet (a missing metric weight or a paper model would be
+    fetched otherwise); tests of downloads serve files on 127.0.0.1 and unset it."""
+    monkeypatch.setenv("ALIT_OFFLINE", "1")
+
+
 def run_alit(*args, **kwargs):
     """Run the CLI as a user does: `python -m alit ...`."""
     import subprocess
