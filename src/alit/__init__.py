@@ -3,6 +3,7 @@ from .config import BaseConfig, ModelConfig
 from .criteria import CodeErrorBelow, ConfidenceAbove, CriterionInput, L1Below, MSEBelow, PSNRAbove
 from .encoding import Encoding
 from .errors import AlitError
+from .images import Preprocess, load_image
 from .model.alit import Rollout
 from .model.halting import Halting
 from .presets import PRESETS, preset
@@ -12,4 +13,4 @@ from .tokens import TokenDataset
 __version__ = "0.1.0"
 __all__ = ["AdaptiveTokenizer", "AlitError", "BaseConfig", "CodeErrorBelow", "ConfidenceAbove", "CriterionInput",
            "Encoding", "Halting", "L1Below", "MSEBelow", "ModelConfig", "PRESETS", "PSNRAbove", "Rollout",
-           "TokenDataset", "build", "load", "preset"]
+           "TokenDataset", "Preprocess", "build", "load", "load_image", "preset"]
