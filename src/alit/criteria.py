@@ -1,7 +1,7 @@
 """How a length is chosen per image: criteria that say when a reconstruction is good enough.
 
 A criterion is any callable `c(images, reconstructions) -> BoolTensor[B]`, True where an image is
-good enough (DESIGN 2.1). `images` are the caller's own tensors (the images still in the batch),
+good enough. `images` are the caller's own tensors (the images still in the batch),
 `reconstructions` the raw base-decoder output at the current length, [B, 3, H, W], not clamped.
 `AdaptiveTokenizer.encode(images, criterion=c)` gives each image the shortest length it accepts.
 
@@ -11,7 +11,17 @@ the base tokenizer's answer (ids, code), so that no pixels are decoded. `Confide
 `CodeErrorBelow` are such criteria; `inp.reconstructions` still decodes pixels on demand.
 
 On the command line a criterion is written `NAME:VALUE`: `l1:0.07`, `psnr:30`, `mse:0.01`, and the
-pixel-free `conf:0.6`, `code:0.05`.
+pixel-free `conf:0.6`, `code:0.05`. Each value is checked against its range: outside it, every
+image would get the same length. The classes take L1 and MSE thresholds above 0 (raw errors are
+unbounded), PSNR above 0 dB, confidence in (0, 1), code error above 0; `parse_criterion`, for the
+commands, which judge 8-bit reconstructions, also keeps L1 and MSE below 1.
+
+One scoring rule for what the commands report and choose (`alit reconstruct`, `eval`, `demo`,
+`analyze`): a pixel criterion judges the reconstruction clamped and rounded to 8 bits, as it is
+written to a PNG, against the 8-bit input (`EightBit`); the bundled model's `l1:` rule was
+calibrated that way. `tok.encode(images)` with no budget and no criterion uses the model's own rule
+judged the same way (`model_criterion`). A criterion passed to `encode` yourself judges the raw,
+unclamped reconstruction (the paper's code does so for L1).
 """
 from __future__ import annotations
 
@@ -107,7 +117,7 @@ class L1Below:
     name = "l1"
 
     def __init__(self, threshold: float = 0.07):
-        self.threshold = _positive(threshold, "L1Below threshold")
+        self.threshold = _positive(threshold, "L1Below threshold")  # raw errors are unbounded
 
     def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         return l1_error(images, reconstructions) < self.threshold
@@ -139,8 +149,8 @@ class PSNRAbove:
 
     def __init__(self, db: float):
         db = float(db)
-        if not math.isfinite(db):
-            raise ValueError(f"PSNRAbove needs a finite number of dB, got {db}")
+        if not (math.isfinite(db) and db > 0):  # PSNR of images in [0, 1] is never below 0 dB
+            raise ValueError(f"PSNRAbove needs a positive, finite number of dB (e.g. 30), got {db}")
         self.db = db
 
     def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
@@ -197,21 +207,72 @@ class CodeErrorBelow:
         return f"CodeErrorBelow({self.threshold:g})"
 
 
+class EightBit:
+    """A pixel criterion judged on what a PNG holds: the reconstruction clamped to [0, 1] and
+    rounded to 8 bits (truncated with `truncate=True`, as the paper's ImageNet evaluation saves
+    them). The commands' one scoring rule; `tok.encode(images)` uses it with the model's own rule.
+    A pixel-free criterion is returned as it is by `EightBit.of`."""
+
+    def __init__(self, criterion, truncate: bool = False):
+        if not needs_pixels(criterion):
+            raise ValueError(f"{criterion!r} judges no pixels: use it as it is")
+        self.criterion, self.truncate = criterion, truncate
+
+    @classmethod
+    def of(cls, criterion, truncate: bool = False):
+        return cls(criterion, truncate) if needs_pixels(criterion) else criterion
+
+    def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        scaled = reconstructions.double().clamp(0, 1) * 255
+        # float64, as `alit eval` and `alit demo` score: the same numbers as their tables
+        return self.criterion(images.double(), (scaled.floor() if self.truncate else scaled.round()) / 255)
+
+    def __getattr__(self, name):  # threshold, db, name ... of the wrapped rule
+        if name == "criterion":
+            raise AttributeError(name)
+        return getattr(self.criterion, name)
+
+    def __repr__(self) -> str:
+        return f"{self.criterion!r} on 8-bit reconstructions"
+
+
 CRITERIA = {c.name: c for c in (L1Below, PSNRAbove, MSEBelow, ConfidenceAbove, CodeErrorBelow)}
+PIXEL_FREE = tuple(name for name, c in CRITERIA.items() if not needs_pixels(c))
 
 
-def parse_criterion(spec: str):
+def parse_criterion(spec: str, model=None):
     """`"l1:0.07"` -> L1Below(0.07); likewise `psnr:DB`, `mse:T` and the pixel-free `conf:P`
-    (ConfidenceAbove) and `code:T` (CodeErrorBelow). Raises AlitError when malformed."""
+    (ConfidenceAbove) and `code:T` (CodeErrorBelow). Raises AlitError when malformed, out of
+    range, or (given `model`) unusable with that model (`conf` needs a VQGAN base)."""
     usage = ("expected NAME:VALUE with NAME one of l1, psnr, mse, conf, code "
              "(e.g. l1:0.07, psnr:30, mse:0.01, conf:0.6, code:0.05)")
+    if not isinstance(spec, str):
+        raise AlitError(f"bad criterion {spec!r}: {usage}")
     name, sep, value = spec.strip().partition(":")
     if not sep or name.lower() not in CRITERIA:
         raise AlitError(f"bad criterion {spec!r}: {usage}")
     try:
-        return CRITERIA[name.lower()](float(value))
+        rule = CRITERIA[name.lower()](float(value))
     except ValueError as e:
         raise AlitError(f"bad criterion {spec!r}: {e if value.strip() else usage}") from None
+    if isinstance(rule, (L1Below, MSEBelow)) and rule.threshold >= 1:
+        raise AlitError(f"bad criterion {spec!r}: {name.lower()} thresholds are below 1 (the error of an 8-bit "
+                        f"image in [0, 1] never reaches 1: every image would get the shortest length)")
+    if model is not None and isinstance(rule, ConfidenceAbove) and not getattr(model, "is_vqgan", True):
+        raise AlitError(f"criterion {spec!r}: conf judges the decoder's base-token ids, which a VAE-based "
+                        f"model has none of; use code:T (or l1, psnr, mse)")
+    return rule
+
+
+def model_criterion(model, truncate: bool = False):
+    """The model's own length rule (`config.criterion`), judged on 8-bit reconstructions (`EightBit`)
+    when it judges pixels: what `tok.encode(images)` and the commands use by default."""
+    spec = model.config.criterion
+    try:
+        rule = parse_criterion(spec, model)
+    except AlitError as e:
+        raise AlitError(f"the model's own length rule (config.json's criterion) is unusable: {e}") from None
+    return EightBit.of(rule, truncate)
 
 
 def first_accepted(criterion, images: torch.Tensor, reconstructions) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from .config import ModelConfig
 from .criteria import CriterionInput, ask_criterion, needs_pixels
 from .encoding import Encoding, model_fingerprint
-from .model.alit import ALIT, check_images, compute_dtype
+from .model.alit import ALIT, Rollout, check_images, compute_dtype
 from .model.halting import Halting
 from .presets import preset
 from .resolve import resolve
@@ -34,7 +34,9 @@ class AdaptiveTokenizer(ALIT):
         images: float [B, 3, H, W] in [0, 1] at `config.image_size` (computed on the model's device).
         num_tokens: an int, or a LongTensor [B] with a budget per image; each one of `config.lengths`.
         criterion: `c(images, reconstructions) -> BoolTensor[B]` (see `alit.criteria`); each image
-            gets the shortest length it accepts, the longest when none does. A criterion with
+            gets the shortest length it accepts, the longest when none does. With neither argument,
+            the model's own rule (`config.criterion`, judged on 8-bit reconstructions as the `alit`
+            commands judge it: `alit.criteria.model_criterion`). A criterion with
             `needs_pixels = False` (`alit.ConfidenceAbove`, `alit.CodeErrorBelow`) is called as
             `c(inp)` with an `alit.CriterionInput` instead, and no pixels are decoded for it.
         halting: as `rollout` (None: the model's default). generator: VAE posterior sampling.
@@ -49,9 +51,13 @@ class AdaptiveTokenizer(ALIT):
         draws of the "paper" mode included: they do not depend on the batch).
         _compact=False (for benchmarks) keeps finished images in the batch until all are done.
         """
-        if (num_tokens is None) == (criterion is None):
-            raise ValueError("encode needs exactly one of num_tokens= (a budget: an int or a LongTensor [B]) "
-                             "and criterion= (e.g. alit.L1Below(0.07))")
+        if num_tokens is not None and criterion is not None:
+            raise ValueError("encode takes one of num_tokens= (a budget: an int or a LongTensor [B]) "
+                             "and criterion= (e.g. alit.L1Below(0.07)), not both (neither: the model's own rule)")
+        if num_tokens is None and criterion is None:
+            from .criteria import model_criterion
+
+            criterion = model_criterion(self)
         if criterion is not None and not callable(criterion):
             raise ValueError(f"criterion must be callable as c(images, reconstructions), got "
                              f"{type(criterion).__name__}")
@@ -61,6 +67,14 @@ class AdaptiveTokenizer(ALIT):
         images = images.to(device, param.dtype)  # the caller's own tensor when it already matches
         with compute_dtype(dtype, device):
             return self._encode(images, num_tokens, criterion, halting, generator, _compact)
+
+    def rollout(self, images: torch.Tensor, halting: str | Halting | None = None, *, grad: bool | None = None,
+                **kwargs) -> Rollout:
+        """`ALIT.rollout` (every length at once; see there), without an autograd graph unless asked:
+        grad=None builds one only in training mode (`tok.train()`), grad=True always (when autograd
+        is enabled), grad=False never. An evaluation batch then needs a fraction of the memory."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (self.training if grad is None else grad)):
+            return super().rollout(images, halting, **kwargs)
 
     def _encode(self, images, num_tokens, criterion, halting, generator, compact: bool) -> Encoding:
         device = images.device
