@@ -207,7 +207,7 @@ def test_evaluate_writes_the_documented_results(setup, tmp_path, monkeypatch):
     # the numbers are what the public API gives
     from alit.eval.inputs import batches, protocol
     batch = next(batches(sorted(setup["images"].glob("*.png")), 64, protocol("resize-crop"), 4))
-    enc = tok.encode(batch.images, criterion=alit.L1Below(threshold))
+    enc = tok.encode(batch.images, criterion=alit.criteria.EightBit(alit.L1Below(threshold)))  # as it is scored
     assert results["per_image_tokens"] == enc.lengths.tolist()
     assert 8 < adaptive["mean_tokens"] < 64  # the threshold splits these images
     assert adaptive["token_histogram"] == {"8": enc.lengths.tolist().count(8), "64": enc.lengths.tolist().count(64)}

@@ -11,7 +11,7 @@ from PIL import Image
 
 import alit
 from alit.cli import main
-from alit.criteria import L1Below
+from alit.criteria import EightBit, L1Below
 from alit.eval.analysis import (analyze_complexity, analyze_familiarity, complexity_proxies, correlation,
                                 read_ratings, token_counts)
 from alit.errors import AlitError
@@ -36,7 +36,7 @@ def test_token_counts_follow_encode(setup):
     x[0] *= 0.1  # dark: a low error for this random model
     t = setup["threshold"]
     counts = token_counts(tok, x, [t, 10.0])
-    assert counts[:, 0].tolist() == tok.encode(x, criterion=L1Below(t)).lengths.tolist()
+    assert counts[:, 0].tolist() == tok.encode(x, criterion=EightBit(L1Below(t))).lengths.tolist()
     assert counts[:, 1].tolist() == [tok.config.lengths[0]] * 3  # everything passes a huge threshold
 
 

@@ -69,7 +69,7 @@ def test_reconstruct_many_files(tmp_path, checkpoint):
         # every random-weight reconstruction has L1 < 0.9: the first length is chosen
         assert np.array_equal(chosen, np.asarray(Image.open(out / name / "len008.png")))
     rows = proc.stdout.splitlines()
-    assert rows[0].split() == ["file", "tokens"] + [f"L1@{L}" for L in range(8, 65, 8)]
+    assert rows[0].split() == ["file", "tokens"] + [f"L1@{L}" for L in range(8, 65, 8)] + ["folder"]
     table = [r.split() for r in rows[1:] if r.split() and r.split()[0].startswith(str(tmp_path))]
     assert len(table) == len(good) and all(r[1] == "8" for r in table)
 

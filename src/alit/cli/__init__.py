@@ -1,4 +1,4 @@
-"""`alit <command>`: one small function per command over the library (DESIGN 2.2)."""
+"""`alit <command>`: one small function per command over the library."""
 from __future__ import annotations
 
 import argparse
@@ -87,8 +87,8 @@ def cmd_reconstruct(args) -> int:
                 rows.append((str(path), names[path], lengths[chosen[j]], l1[j]))
             bar.update(len(batch.paths))
     if rows:
-        header = ["file", "folder", "tokens"] + [f"L1@{L}" for L in lengths]
-        table = [header] + [[f, d, str(n)] + [f"{e:.4f}" for e in errs] for f, d, n, errs in rows]
+        header = ["file", "tokens"] + [f"L1@{L}" for L in lengths] + ["folder"]
+        table = [header] + [[f, str(n)] + [f"{e:.4f}" for e in errs] + [d] for f, d, n, errs in rows]
         _print_table(table)
         print(f"{len(rows)} image(s) reconstructed with {EightBit.of(rule)}: {out}/<folder>/input.png, "
               f"len{lengths[0]:03d}.png .. len{lengths[-1]:03d}.png, chosen.png")
@@ -115,9 +115,13 @@ def cmd_demo(args) -> int:
     from ..demo import run_demo
     from ..eval.inputs import load_model
 
+    _at_least(args.batch_size, 1, "--batch-size")
     if args.criterion is not None:
         parse_criterion(args.criterion)  # a bad rule fails before the model loads
+    _output_folder(args.out)
     tok = load_model(args.checkpoint, args.device)
+    if args.criterion is not None:
+        parse_criterion(args.criterion, tok)  # e.g. conf: needs a VQGAN-based model
     s = run_demo(tok, args.out, criterion=args.criterion, batch_size=args.batch_size, checkpoint=args.checkpoint)
     table = [["tokens", "mean L1", "mean PSNR"]]
     table += [[L, f"{l1:.4f}", f"{s['mean_psnr'][L]:.2f}"] for L, l1 in s["mean_l1"].items()]
@@ -156,11 +160,18 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from ..eval.inputs import load_model, parse_lengths
     from ..eval.sweep import EvalOptions, evaluate, table_rows
+    from ..criteria import parse_criterion
     from ..eval.report import fmt
 
     if args.offline:  # no download of any kind: the metrics' weights, a paper model
         os.environ["ALIT_OFFLINE"] = "1"
+    _at_least(args.batch_size, 1, "--batch-size")
+    _at_least(args.limit, 1, "--limit")
+    if args.criterion is not None:
+        parse_criterion(args.criterion)  # a bad rule fails before the model loads
+    _output_folder(args.out)
     tok = load_model(args.checkpoint, args.device)
+    parse_criterion(args.criterion or tok.config.criterion, tok)
     options = EvalOptions(lengths=parse_lengths(args.lengths, tok.config.lengths),
                           criterion=args.criterion or tok.config.criterion,
                           protocol=args.protocol, batch_size=args.batch_size, lpips_weights=args.lpips_weights,
@@ -180,6 +191,11 @@ def cmd_analyze(args) -> int:
     from ..eval.analysis import analyze_complexity, analyze_familiarity
     from ..eval.inputs import load_model, parse_floats
 
+    _at_least(args.batch_size, 1, "--batch-size")
+    _at_least(args.limit, 1, "--limit")
+    if args.thresholds is not None:
+        parse_floats(args.thresholds, "--thresholds")  # bad values fail before the model loads
+    _output_folder(args.out)
     tok = load_model(args.checkpoint, args.device)
     if args.thresholds is not None:
         thresholds = parse_floats(args.thresholds, "--thresholds")
@@ -214,6 +230,13 @@ def cmd_probe(args) -> int:
     from ..eval.inputs import load_model, parse_lengths
     from ..eval.probe import run_probe
 
+    _at_least(args.batch_size, 1, "--batch-size")
+    _at_least(args.limit, 1, "--limit")
+    if not 0 < args.test_fraction < 1:
+        raise AlitError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
+    if not args.weight_decay >= 0:
+        raise AlitError(f"--weight-decay must be 0 or more, got {args.weight_decay}")
+    _output_folder(args.out)
     tok = load_model(args.checkpoint, args.device)
     r = run_probe(tok, args.data, args.out, parse_lengths(args.lengths, tok.config.lengths), pool=args.pool,
                   test_fraction=args.test_fraction, seed=args.seed, weight_decay=args.weight_decay,
@@ -230,8 +253,9 @@ def cmd_visualize(args) -> int:
     from ..eval.inputs import load_model
     from ..eval.visualize import visualize
 
-    tok = load_model(args.checkpoint, args.device)
     layer = None if args.layer is None else ("mean" if args.layer == "mean" else _int(args.layer, "--layer"))
+    _output_folder(args.out)
+    tok = load_model(args.checkpoint, args.device)
     info = visualize(tok, args.image, args.out, layer=layer)
     print(f"decoder block {info['layer']}, lengths {info['lengths']}: {args.out}/index.html")
     return 0
@@ -258,9 +282,15 @@ def cmd_bench(args) -> int:
         raise AlitError("give exactly one of --checkpoint CKPT and --preset NAME (e.g. --preset small)")
     if args.preset is None and args.checkpoint is None:
         args.checkpoint = "default"
-    if args.batch < 1 or args.repeats < 1:
-        raise AlitError(f"--batch and --repeats must be at least 1, got {args.batch} and {args.repeats}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from ..eval.inputs import check_not_an_image, default_device
+
+    _at_least(args.batch_size, 1, "--batch-size")
+    _at_least(args.repeats, 1, "--repeats")
+    if args.out and Path(args.out).is_dir():
+        raise AlitError(f"--out {args.out}: is a folder; --out names the JSON file to write")
+    device = default_device(args.device)
+    if args.checkpoint is not None:
+        check_not_an_image(args.checkpoint)
     if args.preset is not None:
         torch.manual_seed(0)
         try:
@@ -272,7 +302,7 @@ def cmd_bench(args) -> int:
         tok, name = load(args.checkpoint), str(args.checkpoint)
     tok = tok.to(device, as_dtype(args.dtype))  # bf16: the weights themselves, as alit.load(dtype=)
     tok.bench_name = name
-    result = bench(tok, batch=args.batch, repeats=args.repeats,
+    result = bench(tok, batch=args.batch_size, repeats=args.repeats,
                    log=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(result))
     if args.out:
@@ -294,7 +324,8 @@ def _add_bench_parser(sub) -> None:
                    "(the default when no --preset is given)")
     s.add_argument("--preset", metavar="NAME", default=None,
                    help="a preset with random weights instead (tiny, small, base, semilarge)")
-    s.add_argument("--batch", type=int, default=1, metavar="B", help="images per rollout (default 1)")
+    s.add_argument("--batch-size", "--batch", type=int, default=1, metavar="N",
+                   help="images per rollout (default 1), as --batch-size of every other command")
     s.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="weights and arithmetic (default fp32); bf16 is fast only where the hardware has it")
     s.add_argument("--repeats", type=int, default=3, metavar="N", help="runs, the best is kept (default 3)")
@@ -349,15 +380,17 @@ EVAL_PROTOCOLS_HELP = (
     "the paper saves its PNGs).")
 
 
-def _add_model_args(s, batch_size: int) -> None:
-    """--checkpoint (the bundled model by default), --device and --batch-size of a command that runs a model."""
+def _add_model_args(s, batch_size: int | None) -> None:
+    """--checkpoint (the bundled model by default), --device and --batch-size (unless batch_size is None:
+    a one-image command) of a command that runs a model."""
     s.add_argument("--checkpoint", metavar="CKPT", default="default",
                    help="model folder (model.safetensors + config.json), 'default' for the bundled model "
                    "(the default), a paper model (paper/NAME, downloaded on first use) or hf:ORG/NAME; "
                    "`alit models` lists the names")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    s.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
-                   help=f"images per forward pass (default {batch_size})")
+    if batch_size is not None:
+        s.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
+                       help=f"images per forward pass (default {batch_size})")
 
 
 def _add_eval_parsers(sub, data) -> None:
@@ -386,8 +419,9 @@ def _add_eval_parsers(sub, data) -> None:
     s.add_argument("--out", default="eval-out", metavar="DIR", help="output folder (default eval-out)")
     s.add_argument("--lengths", default="all", help="'all' or comma-separated token counts (default all)")
     s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
-                   help="the adaptive mode's rule: l1:T (the paper's), psnr:DB, mse:T (default: the model's own, "
-                   "l1:0.07 for the paper's models)")
+                   help="the adaptive mode's rule: l1:T (the paper's), psnr:DB, mse:T, judged on the 8-bit "
+                   "reconstruction the protocol scores, or the pixel-free conf:P, code:T (default: the model's "
+                   "own, l1:0.07 for the paper's models)")
     s.add_argument("--protocol", choices=("resize-crop", "center-crop"), default="resize-crop",
                    help="preprocessing (default resize-crop); see above")
     s.add_argument("--fid-weights", default=None, metavar="PATH",
@@ -406,8 +440,8 @@ def _add_eval_parsers(sub, data) -> None:
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("analyze", help="tokens against image complexity, or in- vs out-of-distribution",
-                       description="complexity: tokens per image (shortest length with raw L1 below each "
-                       "threshold) against PNG and JPEG bits per pixel, Canny edge density and optional human "
+                       description="complexity: tokens per image (shortest length whose 8-bit "
+                       "reconstruction has L1 below each threshold, as `alit eval` scores) against PNG and JPEG bits per pixel, Canny edge density and optional human "
                        "ratings (--ratings CSV with file,rating), with Spearman and Kendall correlations, scatter "
                        "plots and OUT/index.html. familiarity: token counts of --data against --other, with a "
                        "two-sided Mann-Whitney U test (and Kolmogorov-Smirnov), histograms and OUT/index.html.")
@@ -450,7 +484,7 @@ def _add_eval_parsers(sub, data) -> None:
     s.add_argument("--out", default="visualize-out", metavar="DIR", help="output folder (default visualize-out)")
     s.add_argument("--layer", default=None, help="decoder block index or 'mean' (default: 3/4 of the depth, "
                    "block 6 of 8 as the paper's figures)")
-    common(s)
+    _add_model_args(s, batch_size=None)  # one image: no --batch-size, no --limit
     s.set_defaults(func=cmd_visualize)
 
     s = data.add_parser("fashion-mnist", help="Fashion-MNIST (Debian dataset-fashion-mnist) as a labelled folder",
@@ -464,10 +498,20 @@ def _add_eval_parsers(sub, data) -> None:
     s.set_defaults(func=cmd_data_fashion_mnist)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage mistakes on one line, pointing at --help (subcommands inherit it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="alit", description="Adaptive-length image tokenization (ALIT): encode an image into "
         "as few 1D tokens as it needs, decode them back, train, evaluate.")
+    from .. import __version__
+
+    p.add_argument("--version", action="version", version=f"alit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("verify-reference", help="recompute reference cases of the paper's code and compare",
@@ -475,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "conversion as `alit convert`), recompute every stored tensor and loss, print one line "
                        "per failing key (all with -v) and the largest error per kind. Exit 0 only when every "
                        "key is within tolerance (exact for integer tensors).")
-    s.add_argument("cases", nargs="+", metavar="CASE_DIR", help="folder(s) in the format of shared/reference/")
+    s.add_argument("cases", nargs="+", metavar="CASE_DIR", help="folder(s) in the format of tests/reference/README.md, e.g. tests/reference/*_tiny in a clone of "
+                   "the repository")
     s.add_argument("-v", "--verbose", action="store_true", help="print every key, not only failures")
     s.set_defaults(func=cmd_verify_reference)
 
@@ -495,18 +540,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("reconstruct", help="reconstruct images at every token length and at the chosen one",
-                       description="Read images (files, or folders searched recursively; PNG, JPEG, WebP, "
-                       "BMP, TIFF, including gray, palette, RGBA and 16-bit), resize the shorter side and "
-                       "centre-crop to the model's size, and write OUT/<name>/input.png (as the model saw it), "
+                       description="Read images (files, or folders searched recursively; what Pillow reads: "
+                       "PNG, JPEG, WebP, GIF, BMP, TIFF, PPM, ..., including gray, palette, RGBA and 16-bit; "
+                       "files in a folder without an image suffix are skipped, with a warning), resize the "
+                       "shorter side and centre-crop to the model's size, 8-bit (an image smaller than that "
+                       "is enlarged, with a warning), and write OUT/<folder>/input.png (as the model saw it), "
                        "len<L>.png at every length L and chosen.png at the shortest length the criterion "
-                       "accepts (the longest when none does). Prints a table of the chosen length and the L1 "
-                       "error at each length. A file that cannot be read gets one error line and the others go "
-                       "on; the exit status is then 1.")
+                       "accepts (the longest when none does). Scoring, as `alit demo` and `alit eval`: each "
+                       "reconstruction is clamped and rounded to 8 bits, as its PNG holds it, and compared "
+                       "with the 8-bit input; the criterion judges that, and the table prints its L1 at each "
+                       "length. A file that cannot be read gets one error line and the others go on; the exit "
+                       "status is then 1.")
     s.add_argument("images", nargs="+", metavar="IMAGES", help="image files and/or folders")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
-                   help="when a length is good enough: l1:T (raw L1 below T, the paper's rule), psnr:DB, "
-                   "mse:T (default: the model's own, l1:0.07 for the paper's models)")
+                   help="when a length is good enough: l1:T (8-bit L1 below T, the paper's rule), psnr:DB, "
+                   "mse:T, judged on the 8-bit reconstruction, or the pixel-free conf:P (VQGAN-based models), "
+                   "code:T (default: the model's own, l1:0.07 for the paper's models)")
     _add_model_args(s, batch_size=8)
     s.set_defaults(func=cmd_reconstruct)
 
@@ -581,6 +631,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except AlitError as e:
         print(f"alit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no (a full disk, a folder we may not write): one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"alit {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,8 +1,10 @@
 """`alit analyze`: how many tokens images get, against their complexity and their familiarity.
 
-Tokens per image come from one rollout per batch and the paper's rule at each threshold t: the
-shortest length whose raw reconstruction has L1 < t, the longest when none does (`first_accepted`,
-the same choice as `tok.encode(images, criterion=L1Below(t))`).
+Tokens per image come from one rollout per batch and the paper's rule at each threshold t, judged
+as every command judges it (`alit.criteria.EightBit`): the shortest length whose reconstruction,
+clamped and made 8-bit as the protocol makes it, has L1 < t against the 8-bit input, the longest
+when none does (`first_accepted`; the same choice as
+`tok.encode(images, criterion=EightBit(L1Below(t)))`).
 
 complexity: each image as the model was given it (see `inputs` for the protocol) is also scored by
   complexity proxies (no human ratings of these photos exist offline; SAVOIAS-style ratings can be
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..criteria import L1Below, first_accepted
+from ..criteria import EightBit, L1Below, first_accepted
 from ..errors import AlitError
 from ..images import find_images, save_png
 from .inputs import batches, image_names, protocol
@@ -46,11 +48,13 @@ def _stats():
 
 
 @torch.no_grad()
-def token_counts(tok, images: torch.Tensor, thresholds: list[float]) -> torch.Tensor:
-    """Tokens per image [B, len(thresholds)] under L1Below(t) for each threshold t."""
+def token_counts(tok, images: torch.Tensor, thresholds: list[float], truncate: bool = False) -> torch.Tensor:
+    """Tokens per image [B, len(thresholds)] under L1Below(t) on 8-bit reconstructions (truncated
+    instead of rounded with `truncate`, as the center-crop protocol makes them) for each threshold t."""
     recons = tok.rollout(images).reconstructions  # per length: [B, 3, S, S], raw
     lengths = torch.tensor(tok.config.lengths)
-    return torch.stack([lengths[first_accepted(L1Below(t), images, recons).cpu()] for t in thresholds], 1)
+    return torch.stack([lengths[first_accepted(EightBit(L1Below(t), truncate), images, recons).cpu()]
+                        for t in thresholds], 1)
 
 
 def complexity_proxies(image: torch.Tensor) -> dict[str, float | None]:
@@ -145,7 +149,7 @@ def analyze_complexity(tok, data: str | Path, thresholds: list[float], out: str 
     records, thumbs, failed = [], {}, []
     for batch in batches(paths, tok.config.image_size, proto, batch_size, on_error=failed.append):
         images = batch.images.to(next(tok.parameters()).device)
-        tokens = token_counts(tok, images, thresholds).tolist()
+        tokens = token_counts(tok, images, thresholds, proto.truncate).tolist()
         for name, image, counts in zip(image_names(batch.paths, Path(data)), batch.images, tokens):
             record = {"file": name, "tokens": {f"{t:g}": n for t, n in zip(thresholds, counts)}}
             record.update(complexity_proxies(image))
@@ -189,9 +193,14 @@ def analyze_complexity(tok, data: str | Path, thresholds: list[float], out: str 
 
 
 def _paths(data, limit):
-    paths, problems = find_images([data])
+    skipped = []
+    paths, problems = find_images([data], skipped=skipped)
     if problems:
         raise AlitError("; ".join(problems))
+    for line in skipped:
+        print(f"alit analyze: warning: {line}", file=sys.stderr)
+    if limit is not None and limit < 1:
+        raise AlitError(f"--limit must be at least 1, got {limit}")
     return paths[:limit] if limit is not None else paths
 
 
@@ -270,7 +279,8 @@ def analyze_familiarity(tok, data: str | Path, other: str | Path, thresholds: li
     for label, folder in (("in_distribution", data), ("other", other)):
         counts, failed = [], []
         for batch in batches(_paths(folder, limit), tok.config.image_size, proto, batch_size, on_error=failed.append):
-            counts += token_counts(tok, batch.images.to(next(tok.parameters()).device), thresholds).tolist()
+            counts += token_counts(tok, batch.images.to(next(tok.parameters()).device), thresholds,
+                                   proto.truncate).tolist()
         for line in failed:
             log(f"alit analyze: skipped: {line}")
         if not counts:

@@ -46,6 +46,8 @@ def convert(out: str | Path, source: str | Path = DEBIAN_DIR, limit: int | None 
     from PIL import Image
 
     source, out = Path(source), Path(out)
+    if limit is not None and limit < 1:
+        raise AlitError(f"--limit must be at least 1, got {limit}")
     missing = [n for pair in FILES.values() for n in pair if not (source / n).is_file()]
     if missing:
         raise AlitError(f"{source}: Fashion-MNIST files missing ({', '.join(missing)}); install them with "

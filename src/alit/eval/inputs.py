@@ -86,18 +86,52 @@ def load_model(spec: str | Path | None, device: str | torch.device | None = None
 
     if spec is None:
         raise AlitError("--checkpoint CKPT is required (a folder made by `alit convert` or training)")
+    device = default_device(device)  # a device this machine lacks fails before the model loads
+    check_not_an_image(spec)
     try:
         tok = load(spec)
     except AlitError as e:
         if str(spec) == "default":  # the bundled model, whatever the working directory holds
             raise AlitError(f"--checkpoint default: no bundled default model can be loaded in this install "
                             f"({e}); give a checkpoint folder instead") from None
+        if str(spec) not in str(e):  # name the checkpoint the weights came from
+            raise AlitError(f"--checkpoint {spec}: {e}") from None
         raise
-    return tok.to(default_device(device))
+    return tok.to(device)
+
+
+def check_not_an_image(spec) -> None:
+    """A one-line AlitError when a checkpoint argument names an image file (a swapped argument)."""
+    from ..images import IMAGE_SUFFIXES
+
+    path = Path(str(spec))
+    if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+        raise AlitError(f"--checkpoint {spec}: an image, not a model; give a checkpoint folder "
+                        f"(model.safetensors + config.json) or 'default' for the bundled model")
 
 
 def default_device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """--device as a torch.device (default: cuda when available, else cpu); a one-line AlitError
+    for a name torch does not know or a device this machine does not have."""
+    if device is None or device == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise AlitError(f"--device {device!r}: not a torch device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise AlitError(f"--device {device}: this machine has no CUDA GPU that torch can use "
+                            f"(torch {torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise AlitError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise AlitError(f"--device {device}: MPS (Apple GPU) is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise AlitError(f"--device {device}: alit runs on cpu, cuda or mps, not {dev.type}")
+    return dev
 
 
 def parse_lengths(text: str, allowed: list[int]) -> list[int]:
@@ -129,6 +163,7 @@ class Batch:
     paths: list[Path]
     images: torch.Tensor   # [b, 3, S, S] on the 8-bit grid
     padded: int            # how many were padded (center-crop only)
+    upscaled: list = None  # (path, (h, w)) of images smaller than S on a side, enlarged (resize-crop)
 
 
 def batches(paths: list[Path], size: int, proto: Protocol, batch_size: int, on_error=None):
@@ -136,20 +171,30 @@ def batches(paths: list[Path], size: int, proto: Protocol, batch_size: int, on_e
     if batch_size < 1:
         raise AlitError(f"--batch-size must be at least 1, got {batch_size}")
     for start in range(0, len(paths), batch_size):
-        kept, images, padded = [], [], 0
+        kept, images, padded, upscaled = [], [], 0, []
         for path in paths[start:start + batch_size]:
             try:
-                image, was_padded = proto.prepare(read_image(path), size)
+                # resize-crop may shrink a huge image while decoding; center-crop keeps every pixel
+                raw = read_image(path, size if proto.resize else None)
+                image, was_padded = proto.prepare(raw, size)
             except ImageReadError as e:
                 if on_error is None:
                     raise
                 on_error(str(e))
                 continue
+            if proto.resize and min(raw.shape[1:]) < size:
+                upscaled.append((path, tuple(raw.shape[1:])))
             kept.append(path)
             images.append(image)
             padded += was_padded
         if kept:
-            yield Batch(kept, torch.stack(images), padded)
+            yield Batch(kept, torch.stack(images), padded, upscaled)
+
+
+def upscale_warning(path, hw: tuple[int, int], size: int) -> str:
+    """The one line said about an image smaller than the model's size (it is enlarged)."""
+    return (f"{path} is {hw[1]}x{hw[0]} pixels, smaller than the model's {size}x{size}: enlarged "
+            f"(its reconstruction is of a blurred image)")
 
 
 def image_names(paths: list[Path], root: Path | None = None) -> list[str]:

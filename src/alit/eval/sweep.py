@@ -1,7 +1,8 @@
 """`alit eval`: reconstruction quality, rate and speed at every token length and in adaptive mode.
 
 For each batch of prepared images (see `inputs` for the protocols) and each row, a fixed length L
-(`tok.encode(images, num_tokens=L)`) or the adaptive mode (`tok.encode(images, criterion=c)`):
+(`tok.encode(images, num_tokens=L)`) or the adaptive mode (`tok.encode(images, criterion=c)`, c
+judging the 8-bit reconstruction it is scored on: `alit.criteria.EightBit`):
 encode, decode (images of one length decoded together), score the 8-bit reconstructions (see
 `metrics`), and time encode and decode separately (wall clock, CUDA synchronised; one untimed
 warm-up call first). Results:
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..criteria import parse_criterion
+from ..criteria import EightBit, parse_criterion
 from ..images import find_images, save_png
 from .inputs import batches, image_names, protocol
 from .metrics import (FrechetStats, HEDFeatures, HEDPerceptualMetric, InceptionFeatures, LPIPSMetric,
@@ -73,11 +74,17 @@ def evaluate(tok, data: str | Path, options: EvalOptions, out: str | Path | None
     log = log or (lambda line: print(line, file=sys.stderr))
     proto = protocol(options.protocol)
     criterion_spec = options.criterion or tok.config.criterion
-    criterion = parse_criterion(criterion_spec)
-    paths, problems = find_images([data])
+    # judged as it is scored: on the reconstruction the protocol makes 8-bit
+    criterion = EightBit.of(parse_criterion(criterion_spec, tok), truncate=proto.truncate)
+    skipped = []
+    paths, problems = find_images([data], skipped=skipped)
     if problems:
         raise AlitError("; ".join(problems))
+    for line in skipped:
+        log(f"alit eval: warning: {line}")
     if options.limit is not None:
+        if options.limit < 1:
+            raise AlitError(f"--limit must be at least 1, got {options.limit}")
         paths = paths[:options.limit]
     device = next(tok.parameters()).device
     out = Path(out) if out is not None else None
@@ -109,11 +116,12 @@ def evaluate(tok, data: str | Path, options: EvalOptions, out: str | Path | None
     keys = [str(L) for L in options.lengths] + [ADAPTIVE]
     rows = {k: _Row() for k in keys}
     real = {name: FrechetStats() for name in set_nets}
-    files, failed, padded, examples = [], [], 0, []
+    files, failed, padded, upscaled, examples = [], [], 0, 0, []
     warm = False
     for batch in batches(paths, tok.config.image_size, proto, options.batch_size, on_error=failed.append):
         images = batch.images.to(device)
         padded += batch.padded
+        upscaled += len(batch.upscaled)
         names = image_names(batch.paths, Path(data))
         files += names
         if not warm:  # first calls pay one-off costs (allocations, kernel selection): not timed
@@ -157,6 +165,9 @@ def evaluate(tok, data: str | Path, options: EvalOptions, out: str | Path | None
         examples += shown
     for line in failed:
         log(f"alit eval: skipped: {line}")
+    if upscaled:
+        S = tok.config.image_size
+        log(f"alit eval: warning: {upscaled} image(s) smaller than the model's {S}x{S} on a side were enlarged")
     if not files:
         raise AlitError(f"{data}: none of the {len(paths)} image file(s) could be read")
 

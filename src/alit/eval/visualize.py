@@ -176,7 +176,8 @@ def visualize(tok, image_path: str | Path, out: str | Path, layer: int | str | N
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    image, _ = protocol("resize-crop").prepare(read_image(image_path), tok.config.image_size)
+    image, _ = protocol("resize-crop").prepare(read_image(image_path, tok.config.image_size),
+                                               tok.config.image_size)
     result = token_maps(tok, image, layer)
     L0 = tok.config.tokens_per_iter
     columns = columns or (L0 if L0 <= 16 else 16)
