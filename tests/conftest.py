@@ -5,7 +5,18 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
+REFERENCE = REPO / "tests" / "reference"  # the paper-code reference cases (tests/reference/NOTES.md)
+
+
+def reference_tensors(path: Path) -> dict:
+    """A reference file's tensors: `case / "outputs.pt"` reads case/outputs.safetensors (how the
+    repository stores them) and falls back to the .pt itself."""
+    from alit.verify import load_tensors, tensor_file
+
+    found = tensor_file(path.parent, path.stem)
+    if found is None:
+        raise FileNotFoundError(path)
+    return load_tensors(found)
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,8 @@ import torch
 from alit.base import KLVAE, VQGAN, build_base
 from alit.config import BaseConfig
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+from conftest import REFERENCE, reference_tensors
+
 CASES = {"vqgan": ("vqgan_quantized_tiny", "base_tokenizer.vqgan."),
          "vae": ("vae_continuous_tiny", "base_tokenizer.vae.")}
 
@@ -42,12 +43,12 @@ def load_case(kind: str):
     case = REFERENCE / folder
     cfg, image_size = reference_base_config(json.loads((case / "config.json").read_text())["base_tokenizer"])
     assert image_size == 64
-    state = torch.load(case / "state_dict.pt", weights_only=True)
+    state = reference_tensors(case / "state_dict.pt")
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     model = build_base(cfg, image_size).eval()
     model.load_state_dict(state, strict=True)
-    images = torch.load(case / "inputs.pt", weights_only=True)["images"]  # [3, 3, 64, 64]
-    outputs = torch.load(case / "outputs.pt", weights_only=True)
+    images = reference_tensors(case / "inputs.pt")["images"]  # [3, 3, 64, 64]
+    outputs = reference_tensors(case / "outputs.pt")
     return model, images, outputs
 
 

@@ -23,7 +23,7 @@ from alit.errors import AlitError
 from alit.presets import KL16_VAE, MAGE_VQGAN
 from alit.weights import load_module
 
-from conftest import REFERENCE, run_alit
+from conftest import REFERENCE, reference_tensors, run_alit
 
 KEYS = REFERENCE / "official_checkpoint_keys"
 COUNTS = json.loads((KEYS / "param_counts.json").read_text()) if KEYS.is_dir() else {}
@@ -77,7 +77,7 @@ def cheap_state(shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
 
 def tiny_state(kind: str = "vqgan") -> dict[str, torch.Tensor]:
     """A reference case's state dict: the paper's exact key layout at a tiny size."""
-    return torch.load(TINY[kind] / "state_dict.pt", weights_only=True)
+    return reference_tensors(TINY[kind] / "state_dict.pt")
 
 
 def gan_losses(kind: str = "vqgan") -> dict[str, torch.Tensor]:
@@ -285,7 +285,7 @@ def test_converted_model_reproduces_the_reference_outputs(tmp_path):
         assert torch.equal(ours.ids[i], theirs.ids[i])
         assert torch.equal(ours.latents[i], theirs.latents[i])
         assert torch.equal(ours.reconstructions[i], theirs.reconstructions[i])
-    ref = torch.load(TINY["vqgan"] / "outputs.pt", weights_only=True)
+    ref = reference_tensors(TINY["vqgan"] / "outputs.pt")
     assert torch.equal(ours.ids[-1], ref["iter7/quantizer_indices"][:1])
     torch.testing.assert_close(ours.reconstructions[-1], ref["iter7/reconstructed_imgs"][:1], atol=1e-4, rtol=1e-5)
 

@@ -1,14 +1,25 @@
-"""Every shipped reference case of the paper's code is reproduced within the README's tolerances."""
+"""Every reference case of the paper's code in the repository (tests/reference/) is reproduced within
+the README's tolerances; the paper-side .pt form of a case is read too."""
 import shutil
 
 import pytest
 import torch
 
+from safetensors.torch import load_file
+
 from alit.verify import TOLERANCES, verify_case, summarize
 
 from conftest import REFERENCE, run_alit
 
-CASES = sorted(p.name for p in REFERENCE.iterdir() if (p / "state_dict.pt").is_file())
+CASES = sorted(p.name for p in REFERENCE.iterdir() if (p / "state_dict.safetensors").is_file())
+
+
+def test_the_cases_are_in_the_repository():
+    """The fidelity tests must not skip on a user's clone: the cases live inside the repository."""
+    repo = REFERENCE.parents[1]
+    assert REFERENCE.is_relative_to(repo) and (repo / "pyproject.toml").is_file()
+    assert (REFERENCE / "official_checkpoint_keys" / "param_counts.json").is_file()
+    assert (REFERENCE / "README.md").is_file() and (REFERENCE / "NOTES.md").is_file()
 
 
 def test_there_are_reference_cases():
@@ -36,12 +47,12 @@ def test_cli_passes_every_case_and_fails_a_tampered_one(tmp_path):
 
     case = tmp_path / "tampered"
     shutil.copytree(REFERENCE / "vqgan_quantized_tiny", case)
-    out = torch.load(case / "outputs.pt", weights_only=True)
+    out = load_file(case / "outputs.safetensors")
     out["iter3/decoded_code"] = out["iter3/decoded_code"] + 1e-3  # a plausible small mistake
     out["iter2/quantizer_indices"][0, 0] += 1
     out["iter9/something_new"] = torch.zeros(2)
-    (case / "outputs.pt").chmod(0o644)
-    torch.save(out, case / "outputs.pt")
+    (case / "outputs.safetensors").unlink()
+    torch.save(out, case / "outputs.pt")  # the paper-side form of the same file is read as well
     bad = run_alit("verify-reference", case)
     assert bad.returncode == 1
     fails = [line for line in bad.stdout.splitlines() if line.startswith("FAIL")]
@@ -55,3 +66,15 @@ def test_cli_rejects_a_folder_that_is_not_a_case(tmp_path):
     r = run_alit("verify-reference", tmp_path)
     assert r.returncode == 2
     assert "not a reference case" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_names_a_corrupt_case_file_in_one_line(tmp_path):
+    case = tmp_path / "corrupt"
+    shutil.copytree(REFERENCE / "vqgan_quantized_tiny", case)
+    data = (case / "inputs.safetensors").read_bytes()
+    (case / "inputs.safetensors").chmod(0o644)
+    (case / "inputs.safetensors").write_bytes(data[:100])
+    r = run_alit("verify-reference", case)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "inputs.safetensors" in r.stderr

@@ -1,9 +1,11 @@
 """`alit verify-reference`: recompute a reference case of the paper's code and compare.
 
-A case folder holds config.json, state_dict.pt (paper key layout), inputs.pt, outputs.pt,
-outputs_halting.pt, optionally outputs_halting_fixed_variant.pt, and train_loss.json
-(format: shared/reference/README.md). The model is built from the state dict by the same
-conversion as `alit convert`; every stored tensor and loss is recomputed.
+A case folder holds config.json, state_dict (paper key layout), inputs, outputs,
+outputs_halting, optionally outputs_halting_fixed_variant, and train_loss.json; each tensor file is
+`.safetensors` (the cases in this repository, tests/reference/) or the paper-side `.pt` (a plain
+dict of tensors, read with weights_only=True). The format and every key: tests/reference/README.md.
+The model is built from the state dict by the same conversion as `alit convert`; every stored
+tensor and loss is recomputed.
 """
 from __future__ import annotations
 
@@ -74,14 +76,42 @@ def compare(file: str, key: str, ours, ref: torch.Tensor, kind: str | None = Non
     return Check(file, key, kind, max_abs, max_rel, ok)
 
 
+def tensor_file(folder: Path, stem: str) -> Path | None:
+    """folder/stem.safetensors, else folder/stem.pt, else None."""
+    for suffix in (".safetensors", ".pt"):
+        if (folder / f"{stem}{suffix}").is_file():
+            return folder / f"{stem}{suffix}"
+    return None
+
+
+def load_tensors(path: Path) -> dict:
+    """A reference file's tensors: safetensors, or a .pt dict read with weights_only=True."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # a corrupt or truncated file: one line naming it
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AlitError(f"{path}: cannot read this reference file ({detail})") from None
+
+
 class Case:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         if not (self.folder / "config.json").is_file():
             raise AlitError(f"{self.folder}: not a reference case (no config.json)")
-        self.meta = json.loads((self.folder / "config.json").read_text())
-        args = self.meta["adaptive_constructor_args"]
-        state = pick_state_dict(read_checkpoint(self.folder / "state_dict.pt"))
+        try:
+            self.meta = json.loads((self.folder / "config.json").read_text())
+            args = self.meta["adaptive_constructor_args"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise AlitError(f"{self.folder}/config.json: not a reference config ({type(e).__name__}: {e})") from None
+        weights = tensor_file(self.folder, "state_dict")
+        if weights is None:
+            raise AlitError(f"{self.folder}: no state_dict.safetensors or state_dict.pt")
+        state = (pick_state_dict(read_checkpoint(weights)) if weights.suffix == ".pt"
+                 else load_tensors(weights))
         ours, config = convert_state(state, heads=args["encoder_num_heads"],
                                      decoder_heads=args["decoder_num_heads"])
         self._check_config(config, args)
@@ -94,7 +124,10 @@ class Case:
             new = map_alit_key(k)
             if new is not None:
                 self.paper_group[new] = k.split(".")[0]
-        self.images = torch.load(self.folder / "inputs.pt", weights_only=True)["images"]
+        inputs = tensor_file(self.folder, "inputs")
+        if inputs is None:
+            raise AlitError(f"{self.folder}: no inputs.safetensors or inputs.pt")
+        self.images = load_tensors(inputs)["images"]
 
     def _check_config(self, config, args) -> None:
         expected = {"image_size": args["img_size"], "patch_size": args["patch_size"],
@@ -147,7 +180,7 @@ class Case:
 
     # --- the checks, file by file --------------------------------------------------------------
     def check_outputs(self, name: str = "outputs.pt") -> list[Check]:
-        ref = torch.load(self.folder / name, weights_only=True)
+        ref = load_tensors(self.folder / name)
         ours = self.forward_trace(Halting("off"))
         ours.update(self.base_tensors())
         if "encode/threshold" in ref:
@@ -157,7 +190,7 @@ class Case:
         return [compare(name, k, ours.get(k), v) for k, v in ref.items()]
 
     def check_halting(self, name: str, mode: str) -> list[Check]:
-        ref = torch.load(self.folder / name, weights_only=True)
+        ref = load_tensors(self.folder / name)
         thr = float(ref["halting_meta/threshold"])
         T = self.model.config.num_iters
         draws = None
@@ -246,16 +279,18 @@ class Case:
 
     def run(self) -> list[Check]:
         checks = []
-        if (self.folder / "outputs.pt").is_file():
-            checks += self.check_outputs()
-        if (self.folder / "outputs_halting.pt").is_file():
-            checks += self.check_halting("outputs_halting.pt", "paper")
-        if (self.folder / "outputs_halting_fixed_variant.pt").is_file():
-            checks += self.check_halting("outputs_halting_fixed_variant.pt", "threshold")
+        outputs, halting, fixed = (tensor_file(self.folder, stem) for stem in
+                                   ("outputs", "outputs_halting", "outputs_halting_fixed_variant"))
+        if outputs is not None:
+            checks += self.check_outputs(outputs.name)
+        if halting is not None:
+            checks += self.check_halting(halting.name, "paper")
+        if fixed is not None:
+            checks += self.check_halting(fixed.name, "threshold")
         if (self.folder / "train_loss.json").is_file():
             checks += self.check_train_loss()
         if not checks:
-            raise AlitError(f"{self.folder}: no outputs.pt, outputs_halting.pt or train_loss.json to check")
+            raise AlitError(f"{self.folder}: no outputs, outputs_halting or train_loss.json to check")
         return checks
 
 
