@@ -223,9 +223,10 @@ class EightBit:
         return cls(criterion, truncate) if needs_pixels(criterion) else criterion
 
     def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-        scaled = reconstructions.double().clamp(0, 1) * 255
-        # float64, as `alit eval` and `alit demo` score: the same numbers as their tables
-        return self.criterion(images.double(), (scaled.floor() if self.truncate else scaled.round()) / 255)
+        # float64, as `alit eval` and `alit demo` score: the same numbers as their tables (MPS has no float64)
+        wide = torch.float32 if images.device.type == "mps" else torch.float64
+        scaled = reconstructions.to(wide).clamp(0, 1) * 255
+        return self.criterion(images.to(wide), (scaled.floor() if self.truncate else scaled.round()) / 255)
 
     def __getattr__(self, name):  # threshold, db, name ... of the wrapped rule
         if name == "criterion":

@@ -194,7 +194,10 @@ def cmd_analyze(args) -> int:
     _at_least(args.batch_size, 1, "--batch-size")
     _at_least(args.limit, 1, "--limit")
     if args.thresholds is not None:
-        parse_floats(args.thresholds, "--thresholds")  # bad values fail before the model loads
+        high = [t for t in parse_floats(args.thresholds, "--thresholds") if t >= 1]  # fail before the model loads
+        if high:
+            raise AlitError(f"--thresholds {args.thresholds}: L1 thresholds are below 1 (the error of an 8-bit "
+                            f"image never reaches 1: every image would get the shortest length)")
     _output_folder(args.out)
     tok = load_model(args.checkpoint, args.device)
     if args.thresholds is not None:
