@@ -2,7 +2,7 @@
 model's own length rule, on 1 and 2 processes (torchrun), for the bundled model and for `small`
 (random weights, the paper's 256 px size).
 
-    python benchmarks/tokenize.py --data data/photos/heldout [--images 48] [--out results.json]
+    python benchmarks/tokenize_throughput.py --data data/photos/heldout [--images 48] [--out results.json]
 
 Each configuration is a fresh `alit tokenize` run as a user runs it (a new process, or torchrun),
 into a new folder; the figures are those of its index.json (wall time from start-up to the index,
