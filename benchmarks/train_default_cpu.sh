@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The bundled default model, from the photos to src/alit/assets/default, in one command on a CPU
-# (about 130 minutes on 2 cores; each stage has a wall-clock budget, see the recipes):
+# (about 135 minutes on 2 cores; each stage has a wall-clock budget, see the recipes):
 #
 #   benchmarks/train_default_cpu.sh [WORK_DIR]        # default WORK_DIR: runs/default
 #
 # 1. `alit data photos` (265 training / 48 held-out photos), the training ones shrunk to 128 px
-# 2. `alit train base --config default`      the KL-VAE (30 min)
-# 3. `alit train distill --config default`   stage 1 (70 min)
-# 4. `alit train finetune --config default`  stage 2 (25 min)
+# 2. `alit train base --config default`      the KL-VAE (60 min)
+# 3. `alit train distill --config default`   stage 1 (55 min)
+# 4. `alit train finetune --config default`  stage 2 (15 min)
 # 5. benchmarks/export_default.py            the length rule, calibrated on the training photos only,
 #                                            and the model written to EXPORT (default: the bundled folder)
 # 6. `alit demo`                             the figures on the held-out photos, WORK_DIR/demo
