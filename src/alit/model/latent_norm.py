@@ -31,6 +31,15 @@ class LatentStandardizer(nn.Module):
         self.register_buffer("running_var", torch.ones(num_iters, max_positions, dim))
         self.register_buffer("batches", torch.zeros(num_iters, dtype=torch.long))  # seen per iteration
 
+    @torch.no_grad()
+    def reset_statistics(self) -> None:
+        """Forget the running averages (identity statistics); the next batches set them afresh.
+        After a stage that changed the encoder (stage 2 trains iteration t on one step in T, so the
+        averages of the late iterations lag), recompute them over the training images in train mode."""
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.batches.zero_()
+
     def forward(self, z: torch.Tensor, t: int) -> torch.Tensor:
         L = z.shape[1]
         if self.training and z.shape[0] > 1:
