@@ -16,10 +16,11 @@ from conftest import run_alit
 from test_eval_support import one_thread  # noqa: F401
 
 
-DEFAULT_CRITERION = "l1:0.109"
+DEFAULT_CRITERION = "l1:0.0916"
 # `alit demo` on the bundled model, as the README quotes it
-README_MEAN_L1 = [0.1425, 0.1406, 0.1401, 0.1411, 0.1407, 0.1408, 0.1413, 0.1422]
-README_RHO = 0.285
+README_MEAN_L1 = [0.1103, 0.1048, 0.1029, 0.1017, 0.1013, 0.1010, 0.1009, 0.1011]
+README_BASE_L1 = 0.1063
+README_RHO = 0.385
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,9 @@ def photos(tok):
 def test_what_ships(tok):
     assert (DEFAULT_MODEL / "model.safetensors").stat().st_size <= 25 * 2**20
     cfg = tok.config
-    assert cfg.image_size == 64 and cfg.lengths == list(range(8, 65, 8)) and cfg.num_iters == 8
-    assert cfg.quantize and cfg.base.kind == "vqgan" and (cfg.base.codebook_size, cfg.codebook_size) == (256, 1024)
+    assert cfg.image_size == 64 and cfg.lengths == list(range(16, 129, 16)) and cfg.num_iters == 8
+    assert cfg.quantize and cfg.codebook_size == 4096 and cfg.latent_norm
+    assert cfg.base.kind == "vae" and (cfg.base.latent_channels, cfg.grid_size) == (16, 8)
     assert cfg.criterion == DEFAULT_CRITERION  # calibrated on the training photos (README)
     assert not tok.training
 
@@ -46,7 +48,7 @@ def test_it_reads_its_latents(tok, photos, one_thread):
     the base codes far worse than the photo's own, at the first and at the last length."""
     with torch.no_grad():
         gaps = latent_reliance(tok, tok.rollout(photos, "off", pixels=False))
-    assert min(gaps.values()) > 0.5, gaps
+    assert min(gaps.values()) > 0.3, gaps  # measured 0.49 and 0.55 (MSE of the VAE code)
 
 
 def test_demo_on_the_bundled_model(tmp_path):
@@ -57,7 +59,8 @@ def test_demo_on_the_bundled_model(tmp_path):
     assert s["model"]["checkpoint"] == "default" and s["criterion"] == DEFAULT_CRITERION
     assert len(s["images"]) == 48 and (out / "index.html").is_file()
     l1 = s["mean_l1"]
-    assert list(l1) == [str(L) for L in range(8, 65, 8)]
+    assert list(l1) == [str(L) for L in range(16, 129, 16)]
     assert list(l1.values()) == pytest.approx(README_MEAN_L1, abs=2e-4)
+    assert s["base"]["l1"] == pytest.approx(README_BASE_L1, abs=2e-4)
     assert s["spearman_chosen_vs_png_bpp"]["rho"] == pytest.approx(README_RHO, abs=5e-3)
     assert f"mean chosen tokens {s['mean_chosen_tokens']:.1f}" in proc.stdout
