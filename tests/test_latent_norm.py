@@ -66,3 +66,16 @@ def test_save_load_and_batch_independence(quantize, tmp_path):
         assert torch.equal(together.ids, mine.ids) and torch.equal(together.ids[3:4], alone.ids)
     else:
         assert torch.allclose(together.latents[3:4], alone.latents, atol=2e-4)  # float noise, standardised
+
+
+def test_reset_statistics_then_a_pass_gives_the_plain_mean_of_the_batches():
+    """How the export recomputes the averages after stage 2: identity, then each batch weighs the same."""
+    norm = LatentStandardizer(1, 2, 1)
+    norm(torch.randn(8, 2, 1) * 9 + 5, 0)
+    norm.reset_statistics()
+    assert norm.batches.item() == 0 and norm.running_mean.abs().max() == 0 and (norm.running_var == 1).all()
+    a, b = torch.randn(16, 2, 1) + 1, torch.randn(16, 2, 1) * 3 - 2
+    norm(a, 0)
+    norm(b, 0)
+    assert torch.allclose(norm.running_mean[0], (a.mean(0) + b.mean(0)) / 2, atol=1e-6)
+    assert torch.allclose(norm.running_var[0], (a.var(0, unbiased=False) + b.var(0, unbiased=False)) / 2, atol=1e-5)
