@@ -56,11 +56,15 @@ def steps_logged(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
 
 
-def assert_close(a: dict, b: dict, atol: float, rtol: float = 1e-4):
+def assert_close(a: dict, b: dict, atol: float, rtol: float = 1e-4, code_atol: float | None = None):
+    """code_atol: the tolerance for the latent codebook, whose restarted rows are copies of encoder
+    outputs (activations, so float differences of the runs arrive amplified); a code restarted onto
+    another input would differ by ~0.1-1."""
     assert a.keys() == b.keys()
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=atol, rtol=rtol), f"{k}: largest difference {worst:.3g}"
+        tol = code_atol if code_atol is not None and k.startswith("quantizer.") else atol
+        assert torch.allclose(a[k], b[k], atol=tol, rtol=rtol), f"{k}: largest difference {worst:.3g}"
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +100,10 @@ def test_two_processes_match_one(photos, reference, tmp_path):
     assert "started with 2 process(es), continues with 1" in text
     raw, ema = weights_at(run, 4)
     raw_ref, ema_ref = weights_at(reference, 4)
-    assert_close(raw, raw_ref, atol=5e-5)
-    assert_close(ema, ema_ref, atol=5e-5)
+    # measured on a 2-core CPU with torch 2.14.1: 1.3e-3 in one restarted code (also before this check
+    # had code_atol), everything else within 5e-5
+    assert_close(raw, raw_ref, atol=5e-5, code_atol=5e-3)
+    assert_close(ema, ema_ref, atol=5e-5, code_atol=5e-3)
     assert done.returncode == 0
 
 
