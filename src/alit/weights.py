@@ -76,9 +76,9 @@ def save(state: dict[str, torch.Tensor], config: ModelConfig | BaseConfig, dst: 
     tensors = _writable(state)
     try:
         dst.mkdir(parents=True, exist_ok=True)
-        _atomic(dst / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp),
+        atomic_write(dst / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp),
                                                           metadata={"format": "pt", META_KEY: text}))
-        _atomic(dst / CONFIG_FILE, lambda tmp: tmp.write_text(text))
+        atomic_write(dst / CONFIG_FILE, lambda tmp: tmp.write_text(text))
     except OSError as e:
         raise AlitError(f"{dst}: cannot write the checkpoint ({e.strerror or e})") from None
     return dst
@@ -98,8 +98,10 @@ def _writable(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def atomic_write(path: Path, write) -> None:
+    """`write(tmp)` into a hidden temporary file beside `path` (named by this process, so concurrent
+    writers never share one), then rename it over `path`: a reader sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ import torch
 
 from ..errors import AlitError
 from ..images import ImageReadError
+from ..weights import atomic_write
 from .sources import Source, open_source
 
 FORMAT = "alit-tokens"
@@ -220,7 +220,7 @@ def _write_part(tok, source, part, size, opts, criterion, budgets, dtype, out: P
     if keys:
         table = _table(tok, keys, lengths, values)
         name = f"part-{part:06d}.parquet"
-        _atomic(out / name, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(out / name, lambda tmp: pq.write_table(table, tmp))
     K = tok.config.codebook_size if tok.quantizer is not None else None
     hist: dict[str, int] = {}
     for L in lengths:
@@ -366,18 +366,8 @@ def _index(tok, opts: Options, source: Source, records: dict, world: int, second
 
 
 # --- files written whole ----------------------------------------------------------------------------------
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _atomic_write(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _atomic_json(path: Path, obj) -> None:
