@@ -4,7 +4,8 @@ Two tiers (see shared/DATA.md for what each package holds and its licence):
   tier 0  photos inside pip wheels: scikit-image, scikit-learn, matplotlib, foolbox (32 photos).
           Never installed by us; a missing package is reported with the pip line that adds it.
   tier 1  photos inside Debian packages: gcompris-qt-data (Qt .rcc archives, read by `read_rcc`),
-          opencv-doc (downloaded, never installed, its photos cached), mate-backgrounds (281).
+          opencv-doc and plasma-workspace-wallpapers (downloaded, never installed, their photos
+          cached), mate-backgrounds (289).
           Installed with apt-get when allowed (root, network to the Debian mirror).
 
 Every output file is an RGB JPEG or PNG named `<source>-<original name>`: JPEGs and RGB PNGs are
@@ -236,6 +237,13 @@ OPENCV_PHOTOS = ("aero1.jpg", "aero3.jpg", "aloeL.jpg", "aloeR.jpg", "apple.jpg"
 
 MATE_NATURE = "/usr/share/backgrounds/mate/nature"
 
+# plasma-workspace-wallpapers' photographs (one image each: name, file in contents/images/).
+# Left out: its illustrations and renders, two gray photos (ColdRipple, Grey) and Opal (a render).
+PLASMA_WALLPAPERS = "usr/share/wallpapers"
+PLASMA_PHOTOS = tuple((name, "2560x1600.jpg") for name in (
+    "BytheWater", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "OneStandsOut", "Path",
+    "summer_1am"))
+
 # Pairs of one scene (stereo views, before/after): held out together or not at all, so a
 # held-out photo never has a near copy in train.
 SAME_SCENE = (
@@ -328,27 +336,42 @@ def _gcompris(debian: _Debian) -> tuple[list[Photo], str]:
 def _opencv(debian: _Debian, cache: Path) -> tuple[list[Photo], str]:
     # Installing opencv-doc pulls in large JavaScript packages and Docker images often drop
     # /usr/share/doc, so its .deb is downloaded and only the chosen photos are kept, in the cache.
-    installed = Path("/") / OPENCV_DATA
-    if all((installed / n).is_file() for n in OPENCV_PHOTOS):
-        return _files(installed, OPENCV_PHOTOS, "opencv")
-    cached = cache / "opencv-doc"
-    if not all((cached / n).is_file() for n in OPENCV_PHOTOS):
+    return _deb_photos(debian, cache, "opencv-doc", {f"{OPENCV_DATA}/{n}": n for n in OPENCV_PHOTOS}, "opencv")
+
+
+def _plasma(debian: _Debian, cache: Path) -> tuple[list[Photo], str]:
+    # plasma-workspace-wallpapers is 94 MB of wallpapers; only its colour photographs are kept
+    members = {f"{PLASMA_WALLPAPERS}/{name}/contents/images/{size}": f"{name}.jpg"
+               for name, size in PLASMA_PHOTOS}
+    return _deb_photos(debian, cache, "plasma-workspace-wallpapers", members, "plasma")
+
+
+def _deb_photos(debian: _Debian, cache: Path, package: str, members: dict[str, str],
+                source: str) -> tuple[list[Photo], str]:
+    """The photos `members` (path inside the .deb -> file name) of a Debian package: from the
+    installed package if all are there, else from cache/package, filled by `apt-get download`."""
+    names = sorted(members.values())
+    if all(Path("/", m).is_file() for m in members):
+        return [Photo(f"{source}-{n}", Path("/", m).read_bytes) for m, n in sorted(members.items())], ""
+    cached = cache / package
+    if not all((cached / n).is_file() for n in names):
         cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:  # the .deb (96 MB) goes when done
-            deb, why = debian.download("opencv-doc", Path(tmp))
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:  # the .deb goes when done
+            deb, why = debian.download(package, Path(tmp))
             if deb is None:
-                return [], f"opencv-doc is not in the cache {cached}: {why}"
-            why = _extract_deb(deb, OPENCV_DATA, OPENCV_PHOTOS, cached)
+                return [], f"{package} is not in the cache {cached}: {why}"
+            why = _extract_deb(deb, members, cached)
             if why:
                 return [], why
-    return _files(cached, OPENCV_PHOTOS, "opencv")
+    return _files(cached, names, source)
 
 
-def _extract_deb(deb: Path, folder: str, names: Iterable[str], into: Path) -> str:
-    """Copy folder/name for each name out of a .deb into `into`; '' or what went wrong."""
+def _extract_deb(deb: Path, members: dict[str, str], into: Path) -> str:
+    """Copy each member (path inside the .deb -> file name) out of a .deb into `into`; '' or what
+    went wrong."""
     if shutil.which("dpkg-deb") is None:
-        return "no dpkg-deb on this machine to open opencv-doc's .deb"
-    wanted = {f"./{folder}/{n}": n for n in names}
+        return f"no dpkg-deb on this machine to open {deb.name}"
+    wanted = {f"./{m}": n for m, n in members.items()}
     into.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
     try:
@@ -392,6 +415,7 @@ def _sources(tiers: tuple[int, ...], install: bool, cache: Path,
         ("gcompris", 1, lambda: _gcompris(debian)),
         ("opencv", 1, lambda: _opencv(debian, cache)),
         ("mate", 1, lambda: _mate(debian)),
+        ("plasma", 1, lambda: _plasma(debian, cache)),
     ]
     return [row for row in table if row[1] in tiers]
 

@@ -582,10 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = data.add_parser("photos", help="collect the real photos of pip wheels and Debian packages",
                         description="Copy the real photographs that pip wheels (tier 0: scikit-image, "
                         "scikit-learn, matplotlib, foolbox) and Debian packages (tier 1: gcompris-qt-data, "
-                        "opencv-doc, mate-backgrounds) carry into DIR/train and DIR/heldout, as RGB JPEG or PNG "
+                        "opencv-doc, mate-backgrounds, plasma-workspace-wallpapers) carry into DIR/train and DIR/heldout, as RGB JPEG or PNG "
                         "named <source>-<name>. A photo is held out iff it is in the committed list "
                         "alit/assets/photos_heldout.txt. Missing Debian packages are installed (root) or "
-                        "downloaded (opencv-doc, cached in ~/.cache/alit/photos) unless --no-install; missing "
+                        "downloaded (opencv-doc and plasma-workspace-wallpapers, their photos cached in "
+                        "~/.cache/alit/photos) unless --no-install; missing "
                         "pip packages are only reported, with the pip line. A second run writes nothing new.")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--tiers", default="0,1", help="which tiers: 0, 1 or 0,1 (default 0,1)")
