@@ -1,7 +1,7 @@
 """Peak memory and wall time of `alit convert` on a full-size checkpoint of the paper's layout.
 
 Builds a synthetic `alit_small_vqgan_quantized` training checkpoint from the released key manifest
-(shared/reference/official_checkpoint_keys/): `{"model", "ema", "epoch", "scaler", "args"}` with
+(tests/reference/official_checkpoint_keys/): `{"model", "ema", "epoch", "scaler", "args"}` with
 random tensors of exactly the manifest's keys and shapes, `gan_losses.*` included (int64 for the
 `num_batches_tracked` buffers), optionally with Adam state for every `model` tensor. Then each step
 runs in a fresh process:

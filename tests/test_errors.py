@@ -448,8 +448,11 @@ def test_every_demo_photo_has_a_checked_licence():
 
 def test_my_modules_point_at_documents_that_exist():
     src = REPO / "src" / "alit"
-    for path in [src / "criteria.py", src / "images.py", src / "verify.py", src / "bench.py", src / "cli" / "__init__.py",
-                 *sorted((src / "eval").glob("*.py"))]:
+    sections = set(re.findall(r"^#+ (\d\.\d)", (REPO / "docs" / "design.md").read_text(), re.M))
+    for path in [*sorted(src.rglob("*.py")), *sorted((src / "configs").glob("*.yaml")),
+                 *sorted((REPO / "benchmarks").glob("*.py"))]:
         text = path.read_text()
         assert "shared/" not in text and "DESIGN " not in text, path
+        for section in re.findall(r"docs/design\.md,? (\d\.\d)", text):  # a pointer names a section there
+            assert section in sections, (path, section)
     assert (REPO / "tests" / "reference" / "README.md").is_file()

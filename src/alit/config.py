@@ -14,7 +14,7 @@ HALTING_MODES = ("off", "threshold", "paper")
 
 @dataclass(frozen=True)
 class BaseConfig:
-    """The frozen 2D tokenizer: a MAGE-style VQGAN or an LDM KL-VAE (DESIGN 1.1)."""
+    """The frozen 2D tokenizer: a MAGE-style VQGAN or an LDM KL-VAE (docs/design.md 1.1)."""
 
     kind: str = "vqgan"                      # "vqgan" or "vae"
     channels: int = 128                      # width of the first conv level (`ch`)
@@ -49,7 +49,7 @@ class BaseConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The adaptive-length tokenizer: recurrent encoder, latent bottleneck, decoder, base (DESIGN 1.2)."""
+    """The adaptive-length tokenizer: recurrent encoder, latent bottleneck, decoder, base (docs/design.md 1.2)."""
 
     image_size: int = 256            # input side in pixels (square)
     patch_size: int = 16             # patch-embedding stride; must equal the base downsampling

@@ -1,6 +1,6 @@
 """The paper's checkpoints -> ours, through explicit key tables, with every size inferred and checked.
 
-Accepted sources (DESIGN 2.3): a released ALIT `.pth` (`{"model", "ema", "optimizer", "epoch",
+Accepted sources (docs/design.md 2.3): a released ALIT `.pth` (`{"model", "ema", "optimizer", "epoch",
 "scaler", "args", ...}`), the MAGE VQGAN `.ckpt` (top level or its `state_dict`), the MAR KL-16
 `.ckpt` (its `model`), or a bare state dict of any of them. Files are read with
 `torch.load(weights_only=True)` and an allow-list: a file that would run code is refused, unread.

@@ -1,5 +1,5 @@
 """`Encoding`: the variable-length tokens of a batch of images, and the identity of the model that
-made them (DESIGN 2.1).
+made them (docs/design.md 2.1).
 
 Each image has its own length (a multiple of the model's tokens per iteration). The batch is
 stored padded to the longest: `ids` hold -1 and `latents` hold zeros past each image's length.

@@ -1,6 +1,6 @@
 """Real photographs that can be had offline, assembled into `DIR/train` and `DIR/heldout`.
 
-Two tiers (see shared/DATA.md for what each package holds and its licence):
+Two tiers (each photo's licence: assets/demo_photos/SOURCES.txt for the held-out ones, the packages' copyright files for all):
   tier 0  photos inside pip wheels: scikit-image, scikit-learn, matplotlib, foolbox (32 photos).
           Never installed by us; a missing package is reported with the pip line that adds it.
   tier 1  photos inside Debian packages: gcompris-qt-data (Qt .rcc archives, read by `read_rcc`),

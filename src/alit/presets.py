@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .config import BaseConfig, ModelConfig
 
-# The bases the paper's checkpoints use (DESIGN 1.1).
+# The bases the paper's checkpoints use (docs/design.md 1.1).
 MAGE_VQGAN = BaseConfig(kind="vqgan", channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
                         latent_channels=256, codebook_size=1024)
 KL16_VAE = BaseConfig(kind="vae", channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2,

@@ -23,7 +23,7 @@ from .weights import load_module as load_local
 
 
 class AdaptiveTokenizer(ALIT):
-    """An ALIT model with the public API of DESIGN 2.1 (`rollout`; `encode` / `decode`)."""
+    """An ALIT model with the public API of docs/design.md 2.1 (`rollout`; `encode` / `decode`)."""
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, num_tokens: int | torch.Tensor | None = None, criterion=None, *,

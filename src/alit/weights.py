@@ -1,4 +1,4 @@
-"""Our checkpoint format, and loading a local checkpoint into a module (DESIGN 2.3).
+"""Our checkpoint format, and loading a local checkpoint into a module (docs/design.md 2.3).
 
 A checkpoint is a folder with `model.safetensors` and `config.json`. The same JSON is also stored in
 the safetensors header (metadata key "alit"), so a lone `.safetensors` file loads too; beside a

@@ -1,4 +1,4 @@
-"""Stage 1, latent distillation (DESIGN 1.3): predict the frozen base tokenizer's code.
+"""Stage 1, latent distillation (docs/design.md 1.3): predict the frozen base tokenizer's code.
 
 VQGAN base, per iteration t: w_t * CE(logits, gt ids) + mse(soft code, gt code) + quantiser loss.
 VAE base: w_t * mse(predicted latent, gt latent) + quantiser loss.

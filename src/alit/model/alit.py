@@ -215,7 +215,7 @@ class ALIT(nn.Module):
                 num_iters: int | None = None, pixels: bool = True,
                 generator: torch.Generator | None = None, trace: dict | None = None,
                 dtype: torch.dtype | None = None) -> Rollout:
-        """Every length at once (DESIGN 2.1). images: float [B, 3, H, W] in [0, 1].
+        """Every length at once (docs/design.md 2.1). images: float [B, 3, H, W] in [0, 1].
 
         halting: "off", "threshold", "paper", a `Halting` (for injected draws), or None for the
         model's default. num_iters: run only the first iterations. pixels: decode images too.

@@ -4,7 +4,7 @@ After decoding at iteration t, a mask [B, N] marks image tokens to halt; in the 
 they are replaced by `mask_token + pos` at their position, so later iterations spend attention on
 what is still missing. The mask is recomputed from scratch every iteration.
 
-Modes (DESIGN 2.1):
+Modes (docs/design.md 2.1):
 - "off": nothing halts.
 - "threshold": deterministic. VQGAN base: halt where p(ground-truth id) >= threshold. VAE base:
   halt where the mean absolute code error over channels is below the threshold.

@@ -1,4 +1,4 @@
-"""Stage 1, `distill` (DESIGN 1.3): the base tokenizer is frozen; the recurrent encoder, latent
+"""Stage 1, `distill` (docs/design.md 1.3): the base tokenizer is frozen; the recurrent encoder, latent
 quantiser and decoder learn to predict its code at every rollout iteration, with the paper's
 per-iteration weights (`losses.distill`)."""
 from __future__ import annotations
@@ -84,7 +84,7 @@ class DistillStage(Stage):
             count = init_attention(model, recipe.qkv_init_std)
             log(f"attention q/k/v weights of {count} blocks initialised with std {recipe.qkv_init_std}")
         self.model = model.to(device)
-        self.model.base.requires_grad_(False)  # stage 1: the base is frozen (DESIGN 1.3)
+        self.model.base.requires_grad_(False)  # stage 1: the base is frozen (docs/design.md 1.3)
         self.model.train()
         self.forward_module = DistillForward(self.model, recipe.iteration_weights)
         if recipe.restart_dead_codes and self.model.quantizer is not None:

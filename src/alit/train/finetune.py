@@ -1,4 +1,4 @@
-"""Stage 2, `finetune` (DESIGN 1.3): everything trains, starting from the distill EMA weights.
+"""Stage 2, `finetune` (docs/design.md 1.3): everything trains, starting from the distill EMA weights.
 
 Step s trains rollout iteration t = (s - 1) mod T: the images go through iterations 0..t and the
 code of iteration t is decoded to pixels by the base decoder. Generator loss:

@@ -135,7 +135,7 @@ class BaseRecipe(Recipe):
 
 @dataclass
 class DistillRecipe(Recipe):
-    """Stage 1 (DESIGN 1.3): the base is frozen; CE + code MSE per iteration (latent MSE for a VAE)."""
+    """Stage 1 (docs/design.md 1.3): the base is frozen; CE + code MSE per iteration (latent MSE for a VAE)."""
 
     stage: str = "distill"
     base: str | None = None             # base checkpoint folder / base run / ALIT checkpoint (its base);
@@ -164,7 +164,7 @@ class DistillRecipe(Recipe):
 
 @dataclass
 class FinetuneRecipe(Recipe):
-    """Stage 2 (DESIGN 1.3): everything trains, one rollout iteration per step (cycling t = 0..T-1)."""
+    """Stage 2 (docs/design.md 1.3): everything trains, one rollout iteration per step (cycling t = 0..T-1)."""
 
     stage: str = "finetune"
     init: str | None = None             # distill run / checkpoint (its EMA weights); "random" for smoke tests
