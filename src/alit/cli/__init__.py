@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import AlitError
+from .names import unique_names
 
 
 def cmd_verify_reference(args) -> int:
@@ -99,15 +100,7 @@ def cmd_reconstruct(args) -> int:
 
 def _output_names(paths: list[Path]) -> dict[Path, str]:
     """A folder name per input: its stem, with -2, -3, ... when stems repeat."""
-    names, used = {}, set()
-    for path in paths:
-        name, n = path.stem, 1
-        while name in used:
-            n += 1
-            name = f"{path.stem}-{n}"
-        used.add(name)
-        names[path] = name
-    return names
+    return dict(zip(paths, unique_names([path.stem for path in paths])))
 
 
 def cmd_demo(args) -> int:

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from ..errors import AlitError
+from .names import unique_names
 
 
 def cmd_tokenize(args) -> int:
@@ -102,17 +103,11 @@ def cmd_decode(args) -> int:
 def output_names(keys: list[str]) -> dict[str, str]:
     """A PNG path per key: the key with its suffix replaced by .png, inside the output folder
     (no '..', no absolute paths), with -2, -3, ... where two keys would give one name."""
-    names, used = {}, set()
+    stems = []
     for key in keys:
         parts = [p for p in PurePosixPath(key.replace("\\", "/")).parts if p not in ("/", "..", ".", "")]
-        stem = PurePosixPath(*parts).with_suffix("").as_posix() if parts else "image"
-        name, n = f"{stem}.png", 1
-        while name in used:
-            n += 1
-            name = f"{stem}-{n}.png"
-        used.add(name)
-        names[key] = name
-    return names
+        stems.append(PurePosixPath(*parts).with_suffix("").as_posix() if parts else "image")
+    return dict(zip(keys, unique_names(stems, ".png")))
 
 
 def _print_table(table: list[list[str]]) -> None:
