@@ -1,6 +1,6 @@
 """Real photographs that can be had offline, assembled into `DIR/train` and `DIR/heldout`.
 
-Two tiers (each photo's licence: assets/demo_photos/SOURCES.txt for the held-out ones, the packages' copyright files for all):
+Two tiers (licences: each package's copyright file; the held-out photos' in assets/demo_photos/SOURCES.txt):
   tier 0  photos inside pip wheels: scikit-image, scikit-learn, matplotlib, foolbox (32 photos).
           Never installed by us; a missing package is reported with the pip line that adds it.
   tier 1  photos inside Debian packages: gcompris-qt-data (Qt .rcc archives, read by `read_rcc`),
