@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The bundled default model, from the photos to src/alit/assets/default, in one command on a CPU
-# (about 135 minutes on 2 cores; each stage has a wall-clock budget, see the recipes):
+# (about 135 minutes on 2 cores; each stage has a wall-clock budget, see the recipes; the shipped
+# model had two more resumed legs, see benchmarks/results/default_model_log.md, section 9):
 #
 #   benchmarks/train_default_cpu.sh [WORK_DIR]        # default WORK_DIR: runs/default
 #
-# 1. `alit data photos` (265 training / 48 held-out photos), the training ones shrunk to 128 px
+# 1. `alit data photos` (273 training / 48 held-out photos), the training ones shrunk to 128 px
 # 2. `alit train base --config default`      the KL-VAE (60 min)
 # 3. `alit train distill --config default`   stage 1 (55 min)
 # 4. `alit train finetune --config default`  stage 2 (15 min)
