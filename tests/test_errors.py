@@ -397,8 +397,8 @@ def test_load_image_and_the_preprocess_transform_are_the_commands_preprocessing(
     array = np.asarray(pil.convert("RGB"))
     assert torch.equal(t(pil), x)
     assert torch.equal(t(array), x)
-    assert torch.equal(t(torch.from_numpy(array).permute(2, 0, 1)), x)              # uint8 [3, H, W]
-    assert torch.equal(t(torch.from_numpy(array).permute(2, 0, 1).float() / 255), x)  # float in [0, 1]
+    assert torch.equal(t(torch.from_numpy(array.copy()).permute(2, 0, 1)), x)              # uint8 [3, H, W]
+    assert torch.equal(t(torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255), x)  # float in [0, 1]
     # what `alit reconstruct` gave the model
     assert main(["reconstruct", str(path), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")]) == 0
     seen = torch.from_numpy(np.asarray(Image.open(tmp_path / "o" / "p1" / "input.png"))).permute(2, 0, 1) / 255
