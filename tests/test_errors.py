@@ -401,7 +401,7 @@ def test_load_image_and_the_preprocess_transform_are_the_commands_preprocessing(
     assert torch.equal(t(torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255), x)  # float in [0, 1]
     # what `alit reconstruct` gave the model
     assert main(["reconstruct", str(path), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")]) == 0
-    seen = torch.from_numpy(np.asarray(Image.open(tmp_path / "o" / "p1" / "input.png"))).permute(2, 0, 1) / 255
+    seen = torch.from_numpy(np.array(Image.open(tmp_path / "o" / "p1" / "input.png"))).permute(2, 0, 1) / 255
     assert torch.equal(seen.float(), x)
     for bad in (torch.rand(64, 64), torch.rand(3, 8, 8) * 2, "a.png", np.zeros((4, 4, 3), np.float32)):
         with pytest.raises(ValueError):
