@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from alit.eval.inputs import batches, protocol
 from alit.eval.metrics import pixel_metrics
 from alit.images import find_images
 from alit.tokenizer import load
+from alit.tokens.budget import threshold_choice
 from alit.weights import save
 
 
@@ -81,7 +81,7 @@ def main() -> None:
     else:
         index = args.length_index
         threshold = float(np.round(np.median(errors[:, index]), 4))
-    chosen = [lengths[i] for i in first_accepted_rows(torch.from_numpy(errors < threshold))]
+    chosen = [lengths[i] for i in threshold_choice(errors, threshold)]
     config = tok.config.replace(criterion=f"l1:{threshold}")
     save(tok.state_dict(), config, args.out,
          source=f"alit train (bundled default; criterion {config.criterion} calibrated on the "
@@ -100,18 +100,11 @@ def spread_threshold(errors: np.ndarray) -> float:
     best = None
     for q in np.linspace(0.05, 0.95, 91):
         t = float(np.round(np.quantile(errors, q), 4))
-        counts = np.bincount(first_accepted_rows(torch.from_numpy(errors < t)), minlength=errors.shape[1])
+        counts = np.bincount(threshold_choice(errors, t), minlength=errors.shape[1])
         key = (counts.max() / len(errors), -(counts > 0).sum())
         if best is None or key < best[0]:
             best = (key, t)
     return best[1]
-
-
-def first_accepted_rows(accepted: torch.Tensor) -> list[int]:
-    """Per row: the first True column, else the last column."""
-    any_ok = accepted.any(1)
-    first = accepted.float().argmax(1)
-    return torch.where(any_ok, first, torch.full_like(first, accepted.shape[1] - 1)).tolist()
 
 
 if __name__ == "__main__":
