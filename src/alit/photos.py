@@ -36,6 +36,7 @@ from typing import Callable, Iterable
 from PIL import Image
 
 from .errors import AlitError
+from .files import atomic_write
 
 PIP_HINT = "pip install scikit-image scikit-learn matplotlib"
 FOOLBOX_HINT = "pip install --no-deps foolbox==3.3.4"
@@ -379,9 +380,8 @@ def _extract_deb(deb: Path, members: dict[str, str], into: Path) -> str:
             for member in tar:
                 name = wanted.pop(member.name, None)
                 if name and member.isfile():
-                    tmp = into / f".{name}.tmp"
-                    tmp.write_bytes(tar.extractfile(member).read())
-                    os.replace(tmp, into / name)
+                    blob = tar.extractfile(member).read()
+                    atomic_write(into / name, lambda tmp: tmp.write_bytes(blob))
     finally:
         proc.stdout.close()
         proc.wait()
@@ -508,9 +508,7 @@ def _place(name: str, produce: Callable[[], bytes], out: Path, split: str) -> st
     if other.is_file():
         os.replace(other, dest)
         return "moved"
-    tmp = dest.with_name(f".{name}.tmp")  # renamed into place, so a killed run leaves no half file
-    tmp.write_bytes(produce())
-    os.replace(tmp, dest)
+    atomic_write(dest, lambda tmp: tmp.write_bytes(produce()))  # a killed run leaves no half file
     return "written"
 
 

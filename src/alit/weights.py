@@ -12,7 +12,6 @@ so every other module can import it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import BaseConfig, ModelConfig
 from .errors import AlitError
+from .files import atomic_write
 
 FORMAT = "alit"
 WEIGHTS_FILE = "model.safetensors"
@@ -96,18 +96,6 @@ def _writable(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             seen.add(storage)
         out[k] = v
     return out
-
-
-def atomic_write(path: Path, write) -> None:
-    """`write(tmp)` into a hidden temporary file beside `path` (named by this process, so concurrent
-    writers never share one), then rename it over `path`: a reader sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_meta(folder: Path) -> dict:

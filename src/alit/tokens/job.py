@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from ..errors import AlitError
+from ..files import atomic_write
 from ..images import ImageReadError
-from ..weights import atomic_write
 from .sources import Source, open_source
 
 FORMAT = "alit-tokens"
@@ -186,7 +186,6 @@ def _take(items, n: int) -> list:
 
 
 def _write_part(tok, source, part, size, opts, criterion, budgets, dtype, out: Path, bar) -> None:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     t0 = time.time()

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from ..files import atomic_write
 
 
 class Monitor:
@@ -123,7 +124,5 @@ def truncate_log(path: Path, last_step: int) -> int:
             continue  # a line cut by a kill
         if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= last_step:
             kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
     return len(kept)
