@@ -133,10 +133,15 @@ def test_base_distill_finetune_chain(photos, tmp_path):
     assert any(k.startswith("discriminators.3.") for k in extra)  # one per iteration
     tuned = alit.load(ft)
     assert not torch.equal(tuned.base.decoder.conv_out.weight, tok.base.decoder.conv_out.weight)
-    shared = T.run("finetune", "tiny", data=photos, out=tmp_path / "shared", max_steps=1, progress=False,
-                   init=dist_run, overrides=SMALL + ["discriminator=shared", "gan.schedule=[[0, 0.2]]"])
+    shared = T.run("finetune", "tiny", data=photos, out=tmp_path / "shared", max_steps=2, progress=False,
+                   init=dist_run, overrides=SMALL + ["discriminator=shared", "gan.schedule=[[0, 0.2]]",
+                                                     "iteration_cycle=[3, 1]"])
+    assert [r["iteration"] for r in records(shared)] == [3, 1]  # the recipe's cycle, in its order
     extra = checkpoint.load_state(checkpoint.latest(shared))["extra"]["adversarial"]
     assert not any(k.startswith("discriminators.1.") for k in extra)
+    with pytest.raises(AlitError, match=r"names iteration 9, but the model has \d+"):
+        T.run("finetune", "tiny", data=photos, out=tmp_path / "bad", max_steps=1, progress=False,
+              init=dist_run, overrides=SMALL + ["iteration_cycle=[0, 9]"])
 
 
 def test_vae_base_and_distill(photos, tmp_path):

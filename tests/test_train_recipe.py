@@ -81,7 +81,9 @@ def test_overrides_are_type_checked():
            "hflip=3": "hflip must be true or false", "betas=[0.9]": "betas must be", "nope=1": "unknown key",
            "gan.nope=1": "unknown key 'nope'", "lr.x=1": "has no sub-keys", "perceptual=vgg": "perceptual must be one of",
            "max_steps=10epochs": "max_steps must be a step count", "batch_size=0": "batch_size must be >= 1",
-           "precision=fp8": "precision must be one of", "noequals": "key=value"}
+           "precision=fp8": "precision must be one of", "noequals": "key=value",
+           "iteration_cycle=[]": "iteration_cycle must be a non-empty list", "iteration_cycle=[1, -2]":
+           "iteration_cycle must be a non-empty list"}
     for item, message in bad.items():
         with pytest.raises(AlitError, match=message):
             R.load("tiny", "finetune", [item])

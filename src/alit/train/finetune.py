@@ -1,6 +1,6 @@
 """Stage 2, `finetune` (docs/design.md 1.3): everything trains, starting from the distill EMA weights.
 
-Step s trains rollout iteration t = (s - 1) mod T: the images go through iterations 0..t and the
+Step s trains rollout iteration t = (s - 1) mod T (or the recipe's `iteration_cycle`): the images go through iterations 0..t and the
 code of iteration t is decoded to pixels by the base decoder. Generator loss:
     pixel_weight * L1 + perceptual_weight * perceptual + quantiser loss(t)
     + schedule(s) * adaptive weight * hinge GAN,
@@ -62,11 +62,18 @@ class FinetuneStage(PixelStage):
             log(f"latent codebook: unused codes restarted every {recipe.restart_dead_codes} steps")
         if recipe.activation_checkpointing:
             log(f"activation checkpointing: {checkpoint_blocks(self.model)} transformer blocks recomputed in backward")
+        T = self.model.config.num_iters
+        self.cycle = list(range(T)) if recipe.iteration_cycle is None else list(recipe.iteration_cycle)
+        if max(self.cycle) >= T:
+            raise AlitError(f"recipe: iteration_cycle {self.cycle} names iteration {max(self.cycle)}, "
+                            f"but the model has {T} (0..{T - 1})")
+        if recipe.iteration_cycle is not None:
+            log(f"iterations trained in turn: {self.cycle}")
         count = self.model.config.num_iters if recipe.discriminator == "per_iteration" else 1
         self.pixels = PixelObjective(recipe, device, log, discriminators=count)
 
     def micro_step(self, images, step, micro, backward):
-        t = (step - 1) % self.model.config.num_iters
+        t = self.cycle[(step - 1) % len(self.cycle)]
         recon, qloss = self.forward_module(images, t, training_halting(self, step, micro))
         logs = {"iteration": torch.tensor(float(t), device=images.device), "quantizer_loss": qloss.detach()}
         index = t if len(self.pixels.discriminators) > 1 else 0

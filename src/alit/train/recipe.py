@@ -176,6 +176,10 @@ class FinetuneRecipe(Recipe):
     pixel_weight: float = 1.0
     discriminator: str = "per_iteration"  # per_iteration (the paper: one per rollout iteration) | shared
     gan: GanRecipe = field(default_factory=GanRecipe)
+    # ours: the rollout iterations trained in turn, step s training iteration_cycle[(s - 1) % len];
+    # None: 0, 1, ..., T-1 (the paper's one iteration in T). Listing an iteration twice trains it twice
+    # as often, e.g. [0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7] for the longer half of the lengths.
+    iteration_cycle: list[int] | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -183,6 +187,11 @@ class FinetuneRecipe(Recipe):
         _choice("perceptual", self.perceptual, PERCEPTUAL)
         _choice("discriminator", self.discriminator, ("per_iteration", "shared"))
         _check_schedule(self.gan)
+        cycle = self.iteration_cycle
+        if cycle is not None and (not isinstance(cycle, list) or not cycle or any(
+                isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in cycle)):
+            raise AlitError(f"recipe: iteration_cycle must be a non-empty list of iteration numbers "
+                            f"(0 = the first), or null for 0..T-1; got {cycle!r}")
 
 
 RECIPES: dict[str, type[Recipe]] = {"base": BaseRecipe, "distill": DistillRecipe, "finetune": FinetuneRecipe}
