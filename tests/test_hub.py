@@ -43,6 +43,11 @@ def test_save_pretrained_round_trip_and_model_card(tok, tmp_path):
     folder = tok.save_pretrained(tmp_path / "my-model", figures={"l1": {8: 0.14, 64: 0.12}},
                                  recipe="stage: distill\nsteps: 10\n")
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    # shareable as any new file is (safetensors alone writes the weights owner-only, 0o600)
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == dict.fromkeys(
+        ["README.md", "config.json", "model.safetensors"], 0o666 & ~umask)
     assert_equal_models(tok, AdaptiveTokenizer.from_pretrained(folder))
     assert_equal_models(tok, alit.load(folder))
     card = (folder / "README.md").read_text()

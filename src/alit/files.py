@@ -5,13 +5,20 @@ import os
 from pathlib import Path
 from typing import Callable
 
+_UMASK = os.umask(0o022)  # read once (setting it is the only way), then put back
+os.umask(_UMASK)
+
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)` into a hidden temporary file beside `path` (named by this process, so concurrent
-    writers never share one), then rename it over `path`; the temporary goes if `write` fails."""
+    writers never share one), then rename it over `path`; the temporary goes if `write` fails.
+
+    The file gets the permissions of any new file (0o666 less the umask), whatever `write` made:
+    safetensors' `save_file` creates owner-only (0o600) files, which collaborators cannot read."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
