@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bundled default model, from the photos to src/alit/assets/default, in one command on a CPU
 # (about 135 minutes on 2 cores; each stage has a wall-clock budget, see the recipes; the shipped
-# model had two more resumed legs, see benchmarks/results/default_model_log.md, section 9):
+# model had three more legs, see benchmarks/results/default_model_log.md, sections 9 and 10):
 #
 #   benchmarks/train_default_cpu.sh [WORK_DIR]        # default WORK_DIR: runs/default
 #
