@@ -1,7 +1,7 @@
 """Per-iteration errors of an ALIT model on training and held-out photos, before the pixels are rounded.
 
     python benchmarks/iteration_errors.py RUN [--train PHOTOS/train] [--heldout PHOTOS/heldout]
-                                              [--calibrate SMALL/train] [-n 48]
+                                              [--calibrate PHOTOS/train] [-n 48]
 
 For each of the model's lengths: the MSE of its predicted base code against the base's own code of
 the image, and the pixel L1 of its reconstruction (clamped, not rounded) against the image, on the
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     p.add_argument("run", help="model folder or training run (its EMA weights)")
     p.add_argument("--train", default="data/photos/train", help="training photos")
     p.add_argument("--heldout", default="data/photos/heldout", help="held-out photos")
-    p.add_argument("--calibrate", default="runs/v2/small/train",
+    p.add_argument("--calibrate", default="data/photos/train",
                    help="photos for latent_norm's averages ('none': keep the run's own)")
     p.add_argument("-n", type=int, default=48, help="photos per folder (the first n by name)")
     args = p.parse_args(argv)

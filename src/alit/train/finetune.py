@@ -1,7 +1,8 @@
 """Stage 2, `finetune` (docs/design.md 1.3): everything trains, starting from the distill EMA weights.
 
-Step s trains rollout iteration t = (s - 1) mod T (or the recipe's `iteration_cycle`): the images go through iterations 0..t and the
-code of iteration t is decoded to pixels by the base decoder. Generator loss:
+Step s trains rollout iteration t = (s - 1) mod T, or the recipe's `iteration_cycle` in turn: the
+images go through iterations 0..t and the code of iteration t is decoded to pixels by the base
+decoder. Generator loss:
     pixel_weight * L1 + perceptual_weight * perceptual + quantiser loss(t)
     + schedule(s) * adaptive weight * hinge GAN,
 with one PatchGAN per rollout iteration (the paper) or one shared, trained on the same step.

@@ -164,7 +164,8 @@ class DistillRecipe(Recipe):
 
 @dataclass
 class FinetuneRecipe(Recipe):
-    """Stage 2 (docs/design.md 1.3): everything trains, one rollout iteration per step (cycling t = 0..T-1)."""
+    """Stage 2 (docs/design.md 1.3): everything trains, one rollout iteration per step (cycling t = 0..T-1,
+    or `iteration_cycle`)."""
 
     stage: str = "finetune"
     init: str | None = None             # distill run / checkpoint (its EMA weights); "random" for smoke tests
