@@ -19,19 +19,9 @@ import argparse
 import torch
 
 from alit.model.alit import ALIT
-from alit.model.layers import Block
 from alit.tokenizer import load_module
 from alit.train.sources import model_dir
 from alit.weights import save
-
-
-def identity_block(width: int, heads: int) -> Block:
-    """A pre-LN block whose residual branches output exactly zero (until trained)."""
-    block = Block(width, heads)
-    for linear in (block.attn.proj, block.mlp.proj):
-        torch.nn.init.zeros_(linear.weight)
-        torch.nn.init.zeros_(linear.bias)
-    return block
 
 
 def grow(model: ALIT, encoder_depth: int | None = None, decoder_depth: int | None = None) -> ALIT:
@@ -43,15 +33,15 @@ def grow(model: ALIT, encoder_depth: int | None = None, decoder_depth: int | Non
         raise SystemExit(f"grow_model: the depths only grow (now encoder {cfg.encoder_depth}, "
                          f"decoder {cfg.decoder_depth})")
     grown = ALIT(cfg.replace(encoder_depth=encoder_depth, decoder_depth=decoder_depth))
-    state = grown.state_dict()
-    for stack, old, new, width, heads in (
-            ("encoder.blocks", cfg.encoder_depth, encoder_depth, cfg.encoder_width, cfg.encoder_heads),
-            ("decoder.blocks", cfg.decoder_depth, decoder_depth, cfg.decoder_width, cfg.decoder_heads)):
-        for i in range(old, new):
-            for key, value in identity_block(width, heads).state_dict().items():
-                state[f"{stack}.{i}.{key}"] = value
-    state.update(model.state_dict())
-    grown.load_state_dict(state)
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("encoder.blocks.", "decoder.blocks.")) for k in missing)
+    with torch.no_grad():
+        stacks = ((grown.encoder.blocks, cfg.encoder_depth), (grown.decoder.blocks, cfg.decoder_depth))
+        for stack, old in stacks:
+            for block in list(stack)[old:]:  # pre-LN: x + attn(ln1 x) + mlp(ln2 .) is x while both end in 0
+                for linear in (block.attn.proj, block.mlp.proj):
+                    linear.weight.zero_()
+                    linear.bias.zero_()
     return grown
 
 

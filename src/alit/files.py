@@ -5,9 +5,6 @@ import os
 from pathlib import Path
 from typing import Callable
 
-_UMASK = os.umask(0o022)  # read once (setting it is the only way), then put back
-os.umask(_UMASK)
-
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)` into a hidden temporary file beside `path` (named by this process, so concurrent
@@ -18,8 +15,15 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    """The process's umask now (reading it means setting it: it is put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -70,7 +70,7 @@ class FinetuneStage(PixelStage):
                             f"but the model has {T} (0..{T - 1})")
         if recipe.iteration_cycle is not None:
             log(f"iterations trained in turn: {self.cycle}")
-        count = self.model.config.num_iters if recipe.discriminator == "per_iteration" else 1
+        count = T if recipe.discriminator == "per_iteration" else 1
         self.pixels = PixelObjective(recipe, device, log, discriminators=count)
 
     def micro_step(self, images, step, micro, backward):

@@ -188,9 +188,8 @@ class FinetuneRecipe(Recipe):
         _choice("perceptual", self.perceptual, PERCEPTUAL)
         _choice("discriminator", self.discriminator, ("per_iteration", "shared"))
         _check_schedule(self.gan)
-        cycle = self.iteration_cycle
-        if cycle is not None and (not isinstance(cycle, list) or not cycle or any(
-                isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in cycle)):
+        cycle = self.iteration_cycle  # a list of integers or null: `check` saw to the types
+        if cycle is not None and (not cycle or min(cycle) < 0):
             raise AlitError(f"recipe: iteration_cycle must be a non-empty list of iteration numbers "
                             f"(0 = the first), or null for 0..T-1; got {cycle!r}")
 
