@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import alit
 from alit.criteria import first_accepted, parse_criterion
@@ -360,13 +361,31 @@ def test_shipped_criteria():
     assert first_accepted(alit.L1Below(0.07), images, [recons, recons, images]).tolist() == [0, 2, 2]
 
 
+def test_ssim_criterion_weighs_structure_over_a_uniform_offset():
+    from alit.eval.metrics import ssim
+
+    g = torch.Generator().manual_seed(0)
+    texture = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=32, mode="bilinear") * 0.6 + 0.2
+    offset = texture + 0.1                                              # L1 0.1, structure kept
+    noisy = texture + (torch.rand(1, 3, 32, 32, generator=g) - 0.5) * 0.2  # L1 0.05, structure lost
+    blank = torch.full_like(texture, 0.5)                               # no structure at all
+    images, recons = texture.repeat(4, 1, 1, 1), torch.cat([texture, offset, noisy, blank])
+    scores = ssim(images, recons)
+    assert float(scores[0]) == pytest.approx(1.0) and scores[1] > 0.9 > scores[2] > scores[3]
+    assert alit.L1Below(0.07)(images, recons).tolist() == [True, False, True, False]
+    assert alit.SSIMAbove(0.9)(images, recons).tolist() == [True, True, False, False]
+    assert alit.SSIMAbove(float(scores[2]) - 1e-6)(images, recons).tolist() == [True, True, True, False]
+    big = alit.SSIMAbove(0.9)(images.repeat(20, 1, 1, 1), recons.repeat(20, 1, 1, 1))  # chunked: same answers
+    assert big.tolist() == [True, True, False, False] * 20
+
+
 @pytest.mark.parametrize("spec, expected", [("l1:0.07", "L1Below(0.07)"), ("psnr:30", "PSNRAbove(30)"),
-                                            ("MSE:0.01", "MSEBelow(0.01)")])
+                                            ("MSE:0.01", "MSEBelow(0.01)"), ("ssim:0.5", "SSIMAbove(0.5)")])
 def test_parse_criterion(spec, expected):
     assert repr(parse_criterion(spec)) == expected
 
 
-@pytest.mark.parametrize("spec", ["l1", "l2:0.1", "l1:abc", "l1:-1", "psnr:inf", ""])
+@pytest.mark.parametrize("spec", ["l1", "l2:0.1", "l1:abc", "l1:-1", "psnr:inf", "ssim:1", "ssim:0", ""])
 def test_parse_bad_criterion(spec):
     with pytest.raises(AlitError, match="bad criterion"):
         parse_criterion(spec)

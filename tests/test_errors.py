@@ -184,7 +184,7 @@ def test_probe_ranges_are_one_line(argv, says, ckpt, photos, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("spec", ["psnr:-5", "psnr:0", "l1:1.5", "l1:1", "mse:2", "l1:-1", "conf:1.5", "code:-1",
-                                  "l1:nan", "psnr:inf"])
+                                  "l1:nan", "psnr:inf", "ssim:1.2"])
 @pytest.mark.parametrize("command", ["reconstruct", "eval", "demo"])
 def test_a_criterion_out_of_its_range_is_one_line(spec, command, ckpt, photos, tmp_path, capsys):
     argv = commands(ckpt, photos, photos / "p0.png", tmp_path)[command] + ["--out", str(tmp_path / "o")]
@@ -199,7 +199,8 @@ def test_analyze_thresholds_out_of_range_are_one_line(thresholds, ckpt, photos, 
 
 def test_every_criterion_class_checks_its_range():
     for make, bad in ((alit.PSNRAbove, [-5, 0, float("inf")]), (alit.L1Below, [-1, 0, float("nan")]),
-                      (alit.MSEBelow, [0, -0.1]), (alit.ConfidenceAbove, [0, 1, 1.5]), (alit.CodeErrorBelow, [0, -1])):
+                      (alit.MSEBelow, [0, -0.1]), (alit.ConfidenceAbove, [0, 1, 1.5]), (alit.CodeErrorBelow, [0, -1]),
+                      (alit.SSIMAbove, [0, 1, -0.5, float("nan")])):
         for value in bad:
             with pytest.raises(ValueError):
                 make(value)

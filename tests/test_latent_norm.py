@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import alit
-from alit.model.latent_norm import LatentStandardizer
+from alit.model.latent_norm import LatentStandardizer, update_statistics
 from alit.weights import save
 
 
@@ -79,3 +79,28 @@ def test_reset_statistics_then_a_pass_gives_the_plain_mean_of_the_batches():
     norm(b, 0)
     assert torch.allclose(norm.running_mean[0], (a.mean(0) + b.mean(0)) / 2, atol=1e-6)
     assert torch.allclose(norm.running_var[0], (a.var(0, unbiased=False) + b.var(0, unbiased=False)) / 2, atol=1e-5)
+
+
+def test_update_statistics_is_the_plain_mean_over_every_batch_and_iteration():
+    """`update_statistics` after training: the averages become the plain mean of the batch
+    statistics over all batches (not an exponential one past 1/momentum batches), one-image batches
+    are skipped, and the model is left as it was (the standardiser in eval mode)."""
+    tok = alit.build("tiny", base="vae", quantize=True, latent_norm=True).eval()
+    g = torch.Generator().manual_seed(3)
+    parts = [torch.rand(4, 3, 64, 64, generator=g) for _ in range(3)] + [torch.rand(1, 3, 64, 64, generator=g)]
+    tok.latent_norm.momentum = 0.5  # so that an exponential average would differ from the plain mean
+    assert update_statistics(tok, parts) == 12
+    assert not tok.latent_norm.training and not tok.training and tok.latent_norm.momentum == 0.5
+    assert tok.latent_norm.batches.tolist() == [3] * tok.config.num_iters
+    # the same, by hand: the batch statistics of each iteration's latents, averaged
+    stats = {t: [] for t in range(tok.config.num_iters)}
+    hook = tok.latent_norm.register_forward_hook(
+        lambda m, args, out: stats[args[1]].append((args[0].mean(0), args[0].var(0, unbiased=False))))
+    with torch.no_grad():
+        for x in parts[:3]:
+            tok.rollout(x, "off", pixels=False)
+    hook.remove()
+    for t, rows in stats.items():
+        L = rows[0][0].shape[0]
+        assert torch.allclose(tok.latent_norm.running_mean[t, :L], sum(m for m, _ in rows) / 3, atol=1e-5)
+        assert torch.allclose(tok.latent_norm.running_var[t, :L], sum(v for _, v in rows) / 3, rtol=1e-4, atol=1e-6)

@@ -10,11 +10,12 @@ A criterion that declares `needs_pixels = False` is called as `c(inp)` instead, 
 the base tokenizer's answer (ids, code), so that no pixels are decoded. `ConfidenceAbove` and
 `CodeErrorBelow` are such criteria; `inp.reconstructions` still decodes pixels on demand.
 
-On the command line a criterion is written `NAME:VALUE`: `l1:0.07`, `psnr:30`, `mse:0.01`, and the
-pixel-free `conf:0.6`, `code:0.05`. Each value is checked against its range: outside it, every
-image would get the same length. The classes take L1 and MSE thresholds above 0 (raw errors are
-unbounded), PSNR above 0 dB, confidence in (0, 1), code error above 0; `parse_criterion`, for the
-commands, which judge 8-bit reconstructions, also keeps L1 and MSE below 1.
+On the command line a criterion is written `NAME:VALUE`: `l1:0.07`, `psnr:30`, `mse:0.01`,
+`ssim:0.5`, and the pixel-free `conf:0.6`, `code:0.05`. Each value is checked against its range:
+outside it, every image would get the same length. The classes take L1 and MSE thresholds above 0
+(raw errors are unbounded), PSNR above 0 dB, SSIM and confidence in (0, 1), code error above 0;
+`parse_criterion`, for the commands, which judge 8-bit reconstructions, also keeps L1 and MSE
+below 1.
 
 One scoring rule for what the commands report and choose (`alit reconstruct`, `eval`, `demo`,
 `analyze`): a pixel criterion judges the reconstruction clamped and rounded to 8 bits, as it is
@@ -160,6 +161,32 @@ class PSNRAbove:
         return f"PSNRAbove({self.db:g})"
 
 
+class SSIMAbove:
+    """The SSIM of the reconstruction, clamped to [0, 1], is above `s` (0 < s < 1): torchmetrics'
+    SSIM, as `alit eval` reports it (Gaussian 11x11 window, sigma 1.5, mean over channels).
+
+    SSIM weighs local structure (contrast and correlation) over a uniform colour or brightness
+    offset, which more tokens rarely remove; the bundled default model uses it because its lengths
+    follow image complexity more closely under it than under L1 (benchmarks/results/default_model_log.md).
+    """
+
+    name = "ssim"
+
+    def __init__(self, s: float):
+        s = float(s)
+        if not 0 < s < 1:  # 1 is an exact copy; at or below 0 nearly every image is accepted at once
+            raise ValueError(f"SSIMAbove needs a number in (0, 1), got {s}")
+        self.s = s
+
+    def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        from .eval.metrics import ssim
+
+        return ssim(images, reconstructions.clamp(0, 1)).to(images.device) > self.s
+
+    def __repr__(self) -> str:
+        return f"SSIMAbove({self.s:g})"
+
+
 class ConfidenceAbove:
     """Pixel-free: the latent decoder's mean probability of the base tokenizer's ids, over the
     image's N base tokens, is above `p` (0 < p < 1). VQGAN-based models only.
@@ -237,16 +264,16 @@ class EightBit:
         return f"{self.criterion!r} on 8-bit reconstructions"
 
 
-CRITERIA = {c.name: c for c in (L1Below, PSNRAbove, MSEBelow, ConfidenceAbove, CodeErrorBelow)}
+CRITERIA = {c.name: c for c in (L1Below, PSNRAbove, MSEBelow, SSIMAbove, ConfidenceAbove, CodeErrorBelow)}
 PIXEL_FREE = tuple(name for name, c in CRITERIA.items() if not needs_pixels(c))
 
 
 def parse_criterion(spec: str, model=None):
-    """`"l1:0.07"` -> L1Below(0.07); likewise `psnr:DB`, `mse:T` and the pixel-free `conf:P`
+    """`"l1:0.07"` -> L1Below(0.07); likewise `psnr:DB`, `mse:T`, `ssim:S` and the pixel-free `conf:P`
     (ConfidenceAbove) and `code:T` (CodeErrorBelow). Raises AlitError when malformed, out of
     range, or (given `model`) unusable with that model (`conf` needs a VQGAN base)."""
-    usage = ("expected NAME:VALUE with NAME one of l1, psnr, mse, conf, code "
-             "(e.g. l1:0.07, psnr:30, mse:0.01, conf:0.6, code:0.05)")
+    usage = ("expected NAME:VALUE with NAME one of l1, psnr, mse, ssim, conf, code "
+             "(e.g. l1:0.07, psnr:30, mse:0.01, ssim:0.5, conf:0.6, code:0.05)")
     if not isinstance(spec, str):
         raise AlitError(f"bad criterion {spec!r}: {usage}")
     name, sep, value = spec.strip().partition(":")
@@ -261,7 +288,7 @@ def parse_criterion(spec: str, model=None):
                         f"image in [0, 1] never reaches 1: every image would get the shortest length)")
     if model is not None and isinstance(rule, ConfidenceAbove) and not getattr(model, "is_vqgan", True):
         raise AlitError(f"criterion {spec!r}: conf judges the decoder's base-token ids, which a VAE-based "
-                        f"model has none of; use code:T (or l1, psnr, mse)")
+                        f"model has none of; use code:T (or l1, psnr, mse, ssim)")
     return rule
 
 

@@ -415,7 +415,7 @@ def _add_eval_parsers(sub, data) -> None:
     s.add_argument("--out", default="eval-out", metavar="DIR", help="output folder (default eval-out)")
     s.add_argument("--lengths", default="all", help="'all' or comma-separated token counts (default all)")
     s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
-                   help="the adaptive mode's rule: l1:T (the paper's), psnr:DB, mse:T, judged on the 8-bit "
+                   help="the adaptive mode's rule: l1:T (the paper's), psnr:DB, mse:T, ssim:S, judged on the 8-bit "
                    "reconstruction the protocol scores, or the pixel-free conf:P, code:T (default: the model's "
                    "own, l1:0.07 for the paper's models)")
     s.add_argument("--protocol", choices=("resize-crop", "center-crop"), default="resize-crop",
@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
                    help="when a length is good enough: l1:T (8-bit L1 below T, the paper's rule), psnr:DB, "
-                   "mse:T, judged on the 8-bit reconstruction, or the pixel-free conf:P (VQGAN-based models), "
+                   "mse:T, ssim:S, judged on the 8-bit reconstruction, or the pixel-free conf:P (VQGAN-based models), "
                    "code:T (default: the model's own, l1:0.07 for the paper's models)")
     _add_model_args(s, batch_size=8)
     s.set_defaults(func=cmd_reconstruct)
@@ -565,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "OUT/index.html (every photo at every length, plots). Prints the means per length.")
     s.add_argument("--out", default="alit-demo", metavar="DIR", help="output folder (default alit-demo)")
     s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
-                   help="which length each photo gets: l1:T, psnr:DB, mse:T judged on the 8-bit "
+                   help="which length each photo gets: l1:T, psnr:DB, mse:T, ssim:S judged on the 8-bit "
                    "reconstruction, or the pixel-free conf:P, code:T (default: the model's own)")
     _add_model_args(s, batch_size=16)
     s.set_defaults(func=cmd_demo)

@@ -136,7 +136,7 @@ def add_parsers(sub) -> None:
                    help="model folder (model.safetensors + config.json), or 'default' for the bundled model")
     s.add_argument("--num-tokens", type=int, default=None, metavar="N", help="every image gets N tokens")
     s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
-                   help="the shortest length this rule accepts, per image: l1:T, psnr:DB, mse:T judged on the "
+                   help="the shortest length this rule accepts, per image: l1:T, psnr:DB, mse:T, ssim:S judged on the "
                    "8-bit reconstruction, or the pixel-free conf:P, code:T (default: the model's own)")
     s.add_argument("--mean-tokens", type=float, default=None, metavar="N",
                    help="a budget for the whole data set: lengths that make the total L1 smallest with a mean "

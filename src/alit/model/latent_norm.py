@@ -53,3 +53,27 @@ class LatentStandardizer(nn.Module):
         else:
             mean, var = self.running_mean[t, :L], self.running_var[t, :L]
         return ((z.float() - mean) * torch.rsqrt(var + self.eps)).to(z.dtype)
+
+
+@torch.no_grad()
+def update_statistics(model: nn.Module, image_batches) -> int:
+    """Recompute `model.latent_norm`'s running averages over `image_batches` (an iterable of image
+    tensors [B, 3, S, S] in [0, 1]): the plain mean of every rollout iteration's batch statistics, as
+    `torch.optim.swa_utils.update_bn` does for batch norm. Call it after a stage that moved the
+    encoder (stage 2 trains iteration t on one step in T, so the late iterations' averages lag).
+    Batches of one image carry no statistics and are skipped. Returns the number of images seen;
+    the standardiser is left in eval mode, the rest of the model as it was."""
+    norm = model.latent_norm
+    norm.reset_statistics()
+    momentum, norm.momentum = norm.momentum, 0.0  # weight 1/n for the n-th batch: a plain mean
+    norm.train()
+    seen = 0
+    try:
+        for images in image_batches:
+            if images.shape[0] > 1:
+                model.rollout(images, "off", pixels=False)
+                seen += images.shape[0]
+    finally:
+        norm.momentum = momentum
+        norm.eval()
+    return seen
