@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 
+from alit.eval.inputs import batches, protocol
 from alit.images import find_images, load_image
+from alit.model.latent_norm import update_statistics
 from alit.tokenizer import load_module
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_default import recalibrate_latent_norm  # noqa: E402
 
 
 @torch.no_grad()
@@ -45,7 +42,9 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     model = load_module(args.run, expect="alit").eval()
     if model.latent_norm is not None and args.calibrate != "none":
-        recalibrate_latent_norm(model, args.calibrate)
+        paths, _ = find_images([args.calibrate])
+        update_statistics(model, (b.images for b in batches(paths, model.config.image_size,
+                                                            protocol("resize-crop"), 32)))
     size = model.config.image_size
     out = {"run": args.run, "lengths": model.config.lengths, "latent_norm_recalibrated_on":
            None if model.latent_norm is None or args.calibrate == "none" else args.calibrate}
