@@ -48,7 +48,8 @@ def test_demo_summary(demo):
     assert len(summary["images"]) == 48
     assert summary["criterion"] == f"l1:{threshold}"
     for r in summary["images"]:
-        assert list(r["l1"]) == keys and list(r["psnr"]) == keys
+        assert list(r["l1"]) == keys and list(r["psnr"]) == keys and list(r["ssim"]) == keys
+        assert all(-1 <= v <= 1 for v in r["ssim"].values())
         assert r["chosen_tokens"] in lengths
         # the shortest length whose L1 passes, the longest when none does
         assert r["chosen_tokens"] == next((L for L in lengths if r["l1"][str(L)] < threshold), lengths[-1])
@@ -57,16 +58,32 @@ def test_demo_summary(demo):
     assert lengths[0] in chosen and len(chosen) > 1  # the threshold splits the photos
     for L in keys:
         assert summary["mean_l1"][L] == pytest.approx(sum(r["l1"][L] for r in summary["images"]) / 48)
+        assert summary["mean_ssim"][L] == pytest.approx(sum(r["ssim"][L] for r in summary["images"]) / 48)
     rank = summary["spearman_chosen_vs_png_bpp"]
     assert -1 <= rank["rho"] <= 1 and 0 <= rank["p"] <= 1
     # the ceiling: the base decoding its own code of each photo, scored as every length is
-    assert set(summary["base"]) == {"l1", "psnr"}
+    assert set(summary["base"]) == {"l1", "psnr", "ssim"}
     assert summary["base"]["l1"] == pytest.approx(sum(r["base_l1"] for r in summary["images"]) / 48)
     assert summary["base"]["psnr"] == pytest.approx(sum(r["base_psnr"] for r in summary["images"]) / 48)
     # the printed table: a row per length, then the means and the page
     lines = proc.stdout.splitlines()
     assert [line.split()[0] for line in lines[1:1 + len(lengths)]] == keys
     assert "Spearman rho" in proc.stdout and lines[-1] == str(out / "index.html")
+
+
+def test_demo_under_an_ssim_rule_chooses_the_first_length_whose_ssim_passes(demo, tmp_path, one_thread):
+    from alit.demo import run_demo
+
+    summary = json.loads((demo[0] / "summary.json").read_text())
+    tok = alit.load(summary["model"]["checkpoint"])
+    s = float(sorted(r["ssim"]["16"] for r in summary["images"])[24])  # the median first-length SSIM
+    got = run_demo(tok, tmp_path / "ssim", criterion=f"ssim:{s:.6f}")
+    lengths = got["model"]["lengths"]
+    for r in got["images"]:
+        assert r["chosen_tokens"] == next((L for L in lengths if r["ssim"][str(L)] > round(s, 6)), lengths[-1])
+    assert 20 <= sum(r["chosen_tokens"] == lengths[0] for r in got["images"]) <= 28
+    assert (tmp_path / "ssim" / "ssim.png").is_file() and "Under each reconstruction: its SSIM" in \
+        (tmp_path / "ssim" / "index.html").read_text()
 
 
 def test_demo_base_figures_are_the_base_on_its_own_code(demo):
@@ -88,14 +105,14 @@ def test_demo_page_links_only_existing_images(demo):
     out, _, _ = demo
     page = (out / "index.html").read_text()
     sources = re.findall(r'<img src="([^"]+)"', page)
-    assert len(sources) == 48 * 10 + 2  # input, every length and the base per photo, and the two plots
+    assert len(sources) == 48 * 10 + 3  # input, every length and the base per photo, and the three plots
     assert all((out / src).is_file() for src in sources)
     assert page.count('class="img hl"') == 48  # one chosen length per photo
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_demo_page_renders(demo, tmp_path):
-    assert_renders(demo[0] / "index.html", tmp_path / "demo.png", min_images=48 * 9 + 2)
+    assert_renders(demo[0] / "index.html", tmp_path / "demo.png", min_images=48 * 9 + 3)
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):

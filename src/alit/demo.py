@@ -4,20 +4,21 @@ The photos (assets/demo_photos: the 48 held-out photos of `alit data photos`, 12
 side, made by benchmarks/make_demo_photos.py) are prepared as `alit eval` prepares them under
 resize-crop: shorter side to the model's size S, centre crop, 8-bit. One rollout per batch gives
 every length; each reconstruction is clamped and rounded to 8 bits and scored against the input in
-float64, as `alit eval` scores it (L1, PSNR). The criterion judges those same 8-bit reconstructions,
-so `chosen_tokens` is the shortest length whose written l1 / psnr passes it (the longest when none
+float64, as `alit eval` scores it (L1, PSNR, SSIM). The criterion judges those same 8-bit reconstructions,
+so `chosen_tokens` is the shortest length whose written l1 / psnr / ssim passes it (the longest when none
 does); `alit reconstruct` and `encode` judge the raw reconstruction instead, which can differ only
 for an image within a rounding of the threshold. Complexity is the PNG bits per pixel of the image
 the model was given (`analysis.complexity_proxies`).
 
 Writes to OUT:
-  summary.json  {"model", "criterion", "protocol", "mean_l1", "mean_psnr", "base": {"l1", "psnr"} (the
+  summary.json  {"model", "criterion", "protocol", "mean_l1", "mean_psnr", "mean_ssim", "base": {"l1", "psnr", "ssim"} (the
                 base tokenizer decoding its own code of each photo, scored alike: the ceiling), "mean_chosen_tokens",
                 "spearman_chosen_vs_png_bpp": {"rho", "p", "n"}, "images": [{"file", "chosen_tokens",
-                "l1": {"8": ..}, "psnr": {"8": ..}, "base_l1", "base_psnr", "png_bpp"}, ...]}; l1 / psnr keyed by length
-  index.html    every photo at every length (the chosen one framed), mean L1 against tokens, and
+                "l1": {"8": ..}, "psnr": {"8": ..}, "ssim": {"8": ..}, "base_l1", "base_psnr", "base_ssim", "png_bpp"},
+                ...]}; l1 / psnr / ssim keyed by length
+  index.html    every photo at every length (the chosen one framed), L1 and SSIM against tokens, and
                 chosen tokens against PNG bits per pixel
-  images/<stem>/input.png, len008.png, ..., base.png   the PNGs the page shows; l1.png, scatter.png
+  images/<stem>/input.png, len008.png, ..., base.png   the PNGs the page shows; l1.png, ssim.png, scatter.png
 """
 from __future__ import annotations
 
@@ -29,11 +30,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .criteria import L1Below, first_accepted, needs_pixels, parse_criterion
+from .criteria import L1Below, SSIMAbove, first_accepted, needs_pixels, parse_criterion
 from .errors import AlitError
 from .eval.analysis import complexity_proxies, correlation
 from .eval.inputs import batches, protocol
-from .eval.metrics import pixel_metrics
+from .eval.metrics import pixel_metrics, ssim
 from .eval.report import Img, Page, pyplot, save_figure
 from .images import find_images, save_png
 
@@ -72,14 +73,15 @@ def run_demo(tok, out: str | Path, criterion: str | None = None, batch_size: int
         "protocol": proto.description,
         "mean_l1": {L: float(np.mean([r["l1"][L] for r in records])) for L in lengths},
         "mean_psnr": {L: float(np.mean([r["psnr"][L] for r in records])) for L in lengths},
-        "base": {"l1": float(np.mean([r["base_l1"] for r in records])),
-                 "psnr": float(np.mean([r["base_psnr"] for r in records]))},
+        "mean_ssim": {L: float(np.mean([r["ssim"][L] for r in records])) for L in lengths},
+        "base": {m: float(np.mean([r[f"base_{m}"] for r in records])) for m in ("l1", "psnr", "ssim")},
         "mean_chosen_tokens": float(np.mean(chosen)),
         "spearman_chosen_vs_png_bpp": spearman,
         "images": records,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    _error_plot(summary, out / "l1.png", rule.threshold if isinstance(rule, L1Below) else None)
+    _error_plot(summary, out / "l1.png", "l1", rule.threshold if isinstance(rule, L1Below) else None)
+    _error_plot(summary, out / "ssim.png", "ssim", rule.s if isinstance(rule, SSIMAbove) else None)
     _complexity_plot(summary, out / "scatter.png")
     _page(summary).write(out / "index.html")
     return summary
@@ -95,10 +97,10 @@ def _score(tok, rule, proto, batch, out: Path) -> list[dict]:
     inputs = images.double()
     recons = [proto.finish(r).double() for r in roll.reconstructions]  # per length: [b, 3, S, S], 8-bit
     chosen = first_accepted(rule, inputs, recons if needs_pixels(rule) else roll).tolist()  # [b] length index
-    scores = [pixel_metrics(inputs, r) for r in recons]  # per length: {"l1": [b], "psnr": [b], ...}
+    scores = [{**pixel_metrics(inputs, r), "ssim": ssim(inputs, r)} for r in recons]  # per length: {"l1": [b], ...}
     # the ceiling: the base decoding its own code of the photo (what stage 1 learns to predict)
     base_recons = proto.finish(tok.codes_to_images(roll.targets.codes)).double()  # [b, 3, S, S], 8-bit
-    base = pixel_metrics(inputs, base_recons)
+    base = {**pixel_metrics(inputs, base_recons), "ssim": ssim(inputs, base_recons)}
     records = []
     for j, path in enumerate(batch.paths):
         folder = out / "images" / path.stem
@@ -108,28 +110,29 @@ def _score(tok, rule, proto, batch, out: Path) -> list[dict]:
             save_png(recons[i][j], folder / f"len{L:03d}.png")
         save_png(base_recons[j], folder / "base.png")
         records.append({"file": path.name, "chosen_tokens": lengths[chosen[j]],
-                        "l1": {str(L): float(s["l1"][j]) for L, s in zip(lengths, scores)},
-                        "psnr": {str(L): float(s["psnr"][j]) for L, s in zip(lengths, scores)},
-                        "base_l1": float(base["l1"][j]), "base_psnr": float(base["psnr"][j]),
+                        **{m: {str(L): float(s[m][j]) for L, s in zip(lengths, scores)} for m in ("l1", "psnr", "ssim")},
+                        **{f"base_{m}": float(base[m][j]) for m in ("l1", "psnr", "ssim")},
                         "png_bpp": complexity_proxies(batch.images[j])["png_bpp"]})
     return records
 
 
-def _error_plot(summary: dict, path: Path, threshold: float | None) -> None:
-    """Each photo's L1 against tokens (thin) and the mean (bold); the L1 threshold, if any (dashed)."""
+def _error_plot(summary: dict, path: Path, metric: str, threshold: float | None) -> None:
+    """Each photo's `metric` (l1 or ssim) against tokens (thin) and the mean (bold); the rule's
+    threshold, when the rule judges that metric (dashed)."""
     lengths = summary["model"]["lengths"]
     fig, ax = pyplot().subplots(figsize=(5.6, 3.8))
     for r in summary["images"]:
-        ax.plot(lengths, list(r["l1"].values()), color="0.75", lw=0.8)
-    ax.plot(lengths, list(summary["mean_l1"].values()), "o-", color="C0", lw=2.2, label="mean over photos")
-    ax.axhline(summary["base"]["l1"], color="0.3", ls=":", lw=1.2,
-               label=f"base tokenizer's own code ({summary['base']['l1']:.3f})")
+        ax.plot(lengths, list(r[metric].values()), color="0.75", lw=0.8)
+    ax.plot(lengths, list(summary[f"mean_{metric}"].values()), "o-", color="C0", lw=2.2, label="mean over photos")
+    ax.axhline(summary["base"][metric], color="0.3", ls=":", lw=1.2,
+               label=f"base tokenizer's own code ({summary['base'][metric]:.3f})")
     if threshold is not None:
         ax.axhline(threshold, color="C3", ls="--", lw=1, label=f"criterion {summary['criterion']}")
     ax.set_xticks(lengths)
     ax.set_xlabel("tokens")
-    ax.set_ylabel("L1 (8-bit reconstruction)")
-    ax.set_title(f"Reconstruction error of {len(summary['images'])} held-out photos")
+    ax.set_ylabel(f"{'L1' if metric == 'l1' else 'SSIM'} (8-bit reconstruction)")
+    ax.set_title(f"{'Reconstruction error' if metric == 'l1' else 'Structural similarity'} of "
+                 f"{len(summary['images'])} held-out photos")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, path)
@@ -166,7 +169,8 @@ def _page(summary: dict) -> Page:
         ("length rule", f"{summary['criterion']}: the shortest length whose 8-bit reconstruction passes it, "
                         f"the longest when none does"),
         ("base tokenizer (the ceiling)",
-         f"L1 {summary['base']['l1']:.4f}, PSNR {summary['base']['psnr']:.2f} dB: the base decoding its own "
+         f"L1 {summary['base']['l1']:.4f}, PSNR {summary['base']['psnr']:.2f} dB, SSIM {summary['base']['ssim']:.3f}: "
+         f"the base decoding its own "
          f"code of each photo, scored as every length is"),
         ("mean chosen tokens", f"{summary['mean_chosen_tokens']:.1f}"),
         ("Spearman rho, chosen tokens vs PNG bits per pixel",
@@ -174,23 +178,26 @@ def _page(summary: dict) -> Page:
          else f"n/a: {rank['reason']}")])
     page.heading("Error against tokens")
     counts = [sum(r["chosen_tokens"] == L for r in records) for L in lengths]
-    page.table(["tokens", "mean L1", "mean PSNR (dB)", "photos choosing it"],
-               [[L, summary["mean_l1"][str(L)], summary["mean_psnr"][str(L)], n] for L, n in zip(lengths, counts)]
-               + [["base", summary["base"]["l1"], summary["base"]["psnr"], "-"]])
+    page.table(["tokens", "mean L1", "mean PSNR (dB)", "mean SSIM", "photos choosing it"],
+               [[L, summary["mean_l1"][str(L)], summary["mean_psnr"][str(L)], summary["mean_ssim"][str(L)], n]
+                for L, n in zip(lengths, counts)]
+               + [["base", summary["base"]["l1"], summary["base"]["psnr"], summary["base"]["ssim"], "-"]])
     page.figure("l1.png", "L1 of each photo (grey) and the mean (blue) at every length")
+    page.figure("ssim.png", "SSIM of each photo (grey) and the mean (blue) at every length")
     page.figure("scatter.png", "Chosen tokens (jittered) against PNG bits per pixel of the image the model was given")
     page.heading("Every photo at every length")
-    page.paragraph("Framed: the chosen length. Under each reconstruction: its L1. Fewest tokens first; "
-                   "click an image for its PNG.", cls="muted")
+    shown = "ssim" if summary["criterion"].lower().startswith("ssim") else "l1"  # the rule's own metric
+    page.paragraph(f"Framed: the chosen length. Under each reconstruction: its {shown.upper()}. Fewest tokens "
+                   "first; click an image for its PNG.", cls="muted")
     width = max(64, min(2 * model["image_size"], 96))
     rows = []
     for r in sorted(records, key=lambda r: (r["chosen_tokens"], r["png_bpp"])):
         stem = Path(r["file"]).stem
         row = [f"{r['file']}: {r['chosen_tokens']} tokens, PNG {r['png_bpp']:.2f} bpp",
                Img(f"images/{stem}/input.png", width=width)]
-        row += [Img(f"images/{stem}/len{L:03d}.png", f"{r['l1'][str(L)]:.3f}", width, r["chosen_tokens"] == L)
+        row += [Img(f"images/{stem}/len{L:03d}.png", f"{r[shown][str(L)]:.3f}", width, r["chosen_tokens"] == L)
                 for L in lengths]
-        row.append(Img(f"images/{stem}/base.png", f"{r['base_l1']:.3f}", width, False))
+        row.append(Img(f"images/{stem}/base.png", f"{r[f'base_{shown}']:.3f}", width, False))
         rows.append(row)
     page.table(["photo", "input"] + [f"{L} tokens" for L in lengths] + ["base (ceiling)"], rows)
     return page

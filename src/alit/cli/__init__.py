@@ -116,8 +116,8 @@ def cmd_demo(args) -> int:
     if args.criterion is not None:
         parse_criterion(args.criterion, tok)  # e.g. conf: needs a VQGAN-based model
     s = run_demo(tok, args.out, criterion=args.criterion, batch_size=args.batch_size, checkpoint=args.checkpoint)
-    table = [["tokens", "mean L1", "mean PSNR"]]
-    table += [[L, f"{l1:.4f}", f"{s['mean_psnr'][L]:.2f}"] for L, l1 in s["mean_l1"].items()]
+    table = [["tokens", "mean L1", "mean PSNR", "mean SSIM"]]
+    table += [[L, f"{l1:.4f}", f"{s['mean_psnr'][L]:.2f}", f"{s['mean_ssim'][L]:.4f}"] for L, l1 in s["mean_l1"].items()]
     _print_table(table)
     rank = s["spearman_chosen_vs_png_bpp"]
     rho = f"{rank['rho']:.3f} (p {rank['p']:.2g})" if rank["rho"] is not None else f"n/a ({rank['reason']})"
