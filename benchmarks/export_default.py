@@ -60,7 +60,7 @@ def training_errors(tok, data: str, rule: str = "l1", batch_size: int = 32) -> t
     return torch.cat(rows).numpy(), np.array(bpp)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run")
     ap.add_argument("--data", required=True, help="the training photos (never the held-out ones)")
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--rule", choices=sorted(RULES), default="l1", help="the kind of length rule (default l1)")
     ap.add_argument("--length-index", type=int, default=None,
                     help="the median error at this length sets the threshold (default: the most even spread)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tok = load(args.run).eval()
     if tok.latent_norm is not None:

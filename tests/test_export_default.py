@@ -1,0 +1,63 @@
+"""benchmarks/export_default.py: the bundled model's export, its length rule calibrated on training
+photos; what it reports is what the exported model then does on those photos."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import alit
+from alit.criteria import EightBit, first_accepted, parse_criterion
+from alit.eval.inputs import batches, protocol
+from alit.images import find_images, save_png
+from alit.weights import save
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "export_default.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("export_default", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("rule", ["l1", "ssim"])
+def test_export_reports_what_the_exported_rule_does(rule, tmp_path, capsys):
+    torch.manual_seed(0)
+    tok = alit.build("tiny", image_size=32, base="vae", num_iters=4, latent_norm=True)
+    save(tok.state_dict(), tok.config, tmp_path / "run")
+    g = torch.Generator().manual_seed(1)
+    (tmp_path / "photos").mkdir()
+    for i in range(12):  # smooth to busy: the rule has something to tell apart
+        size = 2 ** (1 + i % 4)
+        save_png(F.interpolate(torch.rand(1, 3, size, size, generator=g), size=40, mode="bilinear")[0],
+                 tmp_path / "photos" / f"p{i:02d}.png")
+    _script().main([str(tmp_path / "run"), "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
+                    "--rule", rule])
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{"):])
+    assert "latent_norm statistics recomputed over 12 training photos" in out
+    exported = alit.load(tmp_path / "out")
+    spec = exported.config.criterion
+    assert spec == report["criterion"] and spec.startswith(f"{rule}:")
+    value = float(spec.split(":")[1])
+    assert value == (report["threshold"] if rule == "l1" else pytest.approx(1 - report["threshold"], abs=1e-9))
+    # the exported model, with its own rule judged on 8-bit reconstructions, gives the reported lengths
+    proto = protocol("resize-crop")
+    paths, _ = find_images([tmp_path / "photos"])
+    chosen = []
+    with torch.no_grad():
+        for batch in batches(paths, 32, proto, 32):
+            roll = exported.rollout(batch.images)
+            recons = [proto.finish(r).double() for r in roll.reconstructions]
+            index = first_accepted(EightBit(parse_criterion(spec)), batch.images.double(), recons)
+            chosen += [exported.config.lengths[i] for i in index.tolist()]
+    assert {L: chosen.count(L) for L in exported.config.lengths} == {int(k): v for k, v in
+                                                                   report["chosen_histogram"].items()}
+    assert sum(report["chosen_histogram"].values()) == 12 and len(set(chosen)) > 1
+    assert -1 <= report["spearman_chosen_vs_png_bpp"]["rho"] <= 1
