@@ -122,6 +122,41 @@ def test_analyze_familiarity(setup, tmp_path):
     assert (out / "index.html").is_file() and (out / "histograms.png").is_file()
 
 
+def test_rules_of_any_kind(setup, tmp_path, one_thread):
+    """A criterion `NAME:VALUE` is a rule as an L1 threshold is: the same choice as encode's, keyed and
+    labelled by its text; the number t and `l1:t` give the same counts."""
+    tok = setup["tok"]
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x[:2] *= 0.2
+    t = setup["threshold"]
+    counts = token_counts(tok, x, [t, f"l1:{t}", "ssim:0.02", "psnr:1"])
+    assert torch.equal(counts[:, 0], counts[:, 1])
+    assert counts[:, 2].tolist() == tok.encode(x, criterion=EightBit(alit.SSIMAbove(0.02))).lengths.tolist()
+    assert counts[:, 3].tolist() == [tok.config.lengths[0]] * 4  # every 8-bit image is above 1 dB
+    other = tmp_path / "other"
+    write_images(other, n=5, seed=1, offset=0.6)
+    r = analyze_familiarity(tok, setup["images"], other, [t, "ssim:0.02"], tmp_path / "f")
+    assert list(r["tests"]) == [f"{t:g}", "ssim:0.02"]
+    assert r["labels"] == {f"{t:g}": f"L1 < {t:g}", "ssim:0.02": "ssim:0.02"}
+    assert "ssim:0.02" in (tmp_path / "f" / "index.html").read_text()
+    c = analyze_complexity(tok, setup["images"], ["ssim:0.02"], tmp_path / "c")
+    assert set(c["images"][0]["tokens"]) == {"ssim:0.02"} and "png_bpp" in c["correlations"]["ssim:0.02"]
+
+
+def test_analyze_cli_criteria(setup, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["analyze", "familiarity", "--checkpoint", str(setup["ckpt"]), "--data", str(setup["images"]),
+            "--other", str(setup["images"]), "--out", str(out)]
+    assert main(argv + ["--criteria", "ssim:0.3,l1:0.2"]) == 0
+    text = capsys.readouterr().out
+    assert "ssim:0.3" in text and "l1:0.2" in text
+    assert list(json.loads((out / "familiarity.json").read_text())["tests"]) == ["ssim:0.3", "l1:0.2"]
+    assert main(argv + ["--criteria", "ssim:0.3", "--thresholds", "0.1"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(argv + ["--criteria", "ssim:2"]) == 2
+    assert "bad criterion 'ssim:2'" in capsys.readouterr().err
+
+
 def test_analyze_cli(setup, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["analyze", "complexity", "--checkpoint", str(setup["ckpt"]), "--data", str(setup["images"]),

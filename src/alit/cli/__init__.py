@@ -186,36 +186,45 @@ def cmd_analyze(args) -> int:
 
     _at_least(args.batch_size, 1, "--batch-size")
     _at_least(args.limit, 1, "--limit")
+    if args.thresholds is not None and args.criteria is not None:
+        raise AlitError("give --thresholds (L1) or --criteria (NAME:VALUE,...), not both")
     if args.thresholds is not None:
         high = [t for t in parse_floats(args.thresholds, "--thresholds") if t >= 1]  # fail before the model loads
         if high:
             raise AlitError(f"--thresholds {args.thresholds}: L1 thresholds are below 1 (the error of an 8-bit "
                             f"image never reaches 1: every image would get the shortest length)")
+    criteria = None if args.criteria is None else [c.strip() for c in args.criteria.split(",") if c.strip()]
+    for spec in criteria or []:
+        parse_criterion(spec)  # a bad rule fails before the model loads
     _output_folder(args.out)
     tok = load_model(args.checkpoint, args.device)
     if args.thresholds is not None:
         thresholds = parse_floats(args.thresholds, "--thresholds")
-    else:
-        own = parse_criterion(tok.config.criterion)
-        thresholds = [own.threshold] if isinstance(own, L1Below) else [0.05, 0.07]
+    elif criteria:
+        thresholds = criteria
+        for spec in criteria:
+            parse_criterion(spec, tok)  # e.g. conf: needs a VQGAN-based model
+    else:  # the model's own rule
+        own = parse_criterion(tok.config.criterion, tok)
+        thresholds = [own.threshold] if isinstance(own, L1Below) else [tok.config.criterion]
     if args.what == "complexity":
         r = analyze_complexity(tok, args.data, thresholds, args.out, ratings=args.ratings, protocol_name=args.protocol,
                                batch_size=args.batch_size, limit=args.limit)
-        table = [["threshold", "proxy", "n", "spearman", "p", "kendall", "p"]]
+        table = [["rule", "proxy", "n", "spearman", "p", "kendall", "p"]]
         for key, per in r["correlations"].items():
             for proxy, c in per.items():
-                table.append([f"L1<{key}", proxy, str(c["n"])] + [_num(c[k]) for k in
+                table.append([r["labels"][key], proxy, str(c["n"])] + [_num(c[k]) for k in
                                                                   ("spearman", "spearman_p", "kendall", "kendall_p")])
         _print_table(table)
-        print("mean tokens: " + ", ".join(f"L1<{k}: {v:.1f}" for k, v in r["mean_tokens"].items()))
+        print("mean tokens: " + ", ".join(f"{r['labels'][k]}: {v:.1f}" for k, v in r["mean_tokens"].items()))
         print(f"{r['data']['images']} images: {args.out}/complexity.json, complexity.csv, index.html")
     else:
         if args.other is None:
             raise AlitError("analyze familiarity needs --other OOD_DIR (images unlike the training data)")
         r = analyze_familiarity(tok, args.data, args.other, thresholds, args.out, protocol_name=args.protocol,
                                 batch_size=args.batch_size, limit=args.limit)
-        table = [["threshold", "mean (in)", "mean (other)", "Mann-Whitney p", "KS p"]]
-        table += [[f"L1<{k}", _num(e["mean_in_distribution"]), _num(e["mean_other"]), _num(e["mann_whitney_p"]),
+        table = [["rule", "mean (in)", "mean (other)", "Mann-Whitney p", "KS p"]]
+        table += [[r["labels"][k], _num(e["mean_in_distribution"]), _num(e["mean_other"]), _num(e["mann_whitney_p"]),
                    _num(e["ks_p"])] for k, e in r["tests"].items()]
         _print_table(table)
         print(f"{args.out}/familiarity.json, index.html")
@@ -436,8 +445,9 @@ def _add_eval_parsers(sub, data) -> None:
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("analyze", help="tokens against image complexity, or in- vs out-of-distribution",
-                       description="complexity: tokens per image (shortest length whose 8-bit "
-                       "reconstruction has L1 below each threshold, as `alit eval` scores) against PNG and JPEG bits per pixel, Canny edge density and optional human "
+                       description="complexity: tokens per image (the shortest length whose 8-bit "
+                       "reconstruction, as `alit eval` scores it, passes each rule: the model's own, or "
+                       "--thresholds / --criteria) against PNG and JPEG bits per pixel, Canny edge density and optional human "
                        "ratings (--ratings CSV with file,rating), with Spearman and Kendall correlations, scatter "
                        "plots and OUT/index.html. familiarity: token counts of --data against --other, with a "
                        "two-sided Mann-Whitney U test (and Kolmogorov-Smirnov), histograms and OUT/index.html.")
@@ -446,8 +456,10 @@ def _add_eval_parsers(sub, data) -> None:
     s.add_argument("--other", default=None, metavar="DIR", help="familiarity: the out-of-distribution folder")
     s.add_argument("--out", default="analyze-out", metavar="DIR", help="output folder (default analyze-out)")
     s.add_argument("--thresholds", default=None,
-                   help="L1 thresholds, comma-separated (default: the model's own when its length rule is an "
-                   "L1 threshold, else 0.05,0.07)")
+                   help="L1 thresholds, comma-separated, each the rule L1 < T (default: the model's own rule)")
+    s.add_argument("--criteria", default=None, metavar="NAME:VALUE,...",
+                   help="length rules of any kind, comma-separated, e.g. ssim:0.47,l1:0.07,psnr:20 (instead of "
+                   "--thresholds; default: the model's own rule)")
     s.add_argument("--ratings", default=None, metavar="CSV", help="complexity: human ratings, columns file,rating")
     s.add_argument("--protocol", choices=("resize-crop", "center-crop"), default="resize-crop",
                    help="preprocessing, as for `alit eval` (default resize-crop)")

@@ -1,10 +1,11 @@
 """`alit analyze`: how many tokens images get, against their complexity and their familiarity.
 
-Tokens per image come from one rollout per batch and the paper's rule at each threshold t, judged
-as every command judges it (`alit.criteria.EightBit`): the shortest length whose reconstruction,
-clamped and made 8-bit as the protocol makes it, has L1 < t against the 8-bit input, the longest
-when none does (`first_accepted`; the same choice as
-`tok.encode(images, criterion=EightBit(L1Below(t)))`).
+Tokens per image come from one rollout per batch and each rule given, judged as every command
+judges it (`alit.criteria.EightBit`): the shortest length whose reconstruction, clamped and made
+8-bit as the protocol makes it, passes the rule against the 8-bit input, the longest when none
+does (`first_accepted`; the same choice as `tok.encode(images, criterion=EightBit(rule))`). A rule
+is a number t, the paper's L1 < t (keyed "t" in the results), or a criterion `NAME:VALUE` such as
+`ssim:0.47` (keyed by that text).
 
 complexity: each image as the model was given it (see `inputs` for the protocol) is also scored by
   complexity proxies (no human ratings of these photos exist offline; SAVOIAS-style ratings can be
@@ -27,10 +28,12 @@ import json
 import sys
 from pathlib import Path
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
-from ..criteria import EightBit, L1Below, first_accepted
+from ..criteria import EightBit, L1Below, first_accepted, parse_criterion
 from ..errors import AlitError
 from ..images import find_images, save_png
 from .inputs import batches, image_names, protocol
@@ -47,14 +50,28 @@ def _stats():
     return stats
 
 
+class Rule(NamedTuple):
+    key: str        # in the results: "0.07" for the L1 threshold 0.07, else the criterion's text
+    label: str      # in tables and titles: "L1 < 0.07", "ssim:0.47"
+    criterion: object
+
+
+def rule(item: float | str) -> Rule:
+    """One entry of `rules`: a number t is the paper's L1 < t, a string NAME:VALUE any criterion."""
+    if isinstance(item, str):
+        return Rule(item, item, parse_criterion(item))
+    return Rule(f"{item:g}", f"L1 < {item:g}", L1Below(item))
+
+
 @torch.no_grad()
-def token_counts(tok, images: torch.Tensor, thresholds: list[float], truncate: bool = False) -> torch.Tensor:
-    """Tokens per image [B, len(thresholds)] under L1Below(t) on 8-bit reconstructions (truncated
-    instead of rounded with `truncate`, as the center-crop protocol makes them) for each threshold t."""
-    recons = tok.rollout(images).reconstructions  # per length: [B, 3, S, S], raw
+def token_counts(tok, images: torch.Tensor, rules: list[float | str], truncate: bool = False) -> torch.Tensor:
+    """Tokens per image [B, len(rules)] under each rule (a number t: L1 < t; or `NAME:VALUE`) on 8-bit
+    reconstructions (truncated instead of rounded with `truncate`, as the center-crop protocol makes
+    them)."""
+    roll = tok.rollout(images)  # every length, raw reconstructions
     lengths = torch.tensor(tok.config.lengths)
-    return torch.stack([lengths[first_accepted(EightBit(L1Below(t), truncate), images, recons).cpu()]
-                        for t in thresholds], 1)
+    return torch.stack([lengths[first_accepted(EightBit.of(rule(r).criterion, truncate), images, roll).cpu()]
+                        for r in rules], 1)
 
 
 def complexity_proxies(image: torch.Tensor) -> dict[str, float | None]:
@@ -134,11 +151,13 @@ def _match_rating(name: str, ratings: dict[str, float]) -> float | None:
     return None
 
 
-def analyze_complexity(tok, data: str | Path, thresholds: list[float], out: str | Path,
+def analyze_complexity(tok, data: str | Path, thresholds: list[float | str], out: str | Path,
                        ratings: str | Path | None = None, protocol_name: str = "resize-crop",
                        batch_size: int = 8, limit: int | None = None, log=None) -> dict:
-    """Tokens per image at each threshold against complexity proxies; writes complexity.json,
-    complexity.csv, figures and index.html to `out`. Returns the results dict."""
+    """Tokens per image under each rule (`thresholds`: numbers t for L1 < t, or `NAME:VALUE`
+    criteria) against complexity proxies; writes complexity.json, complexity.csv, figures and
+    index.html to `out`. Returns the results dict."""
+    rules = [rule(t) for t in thresholds]
     log = log or (lambda line: print(line, file=sys.stderr))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,7 +170,7 @@ def analyze_complexity(tok, data: str | Path, thresholds: list[float], out: str 
         images = batch.images.to(next(tok.parameters()).device)
         tokens = token_counts(tok, images, thresholds, proto.truncate).tolist()
         for name, image, counts in zip(image_names(batch.paths, Path(data)), batch.images, tokens):
-            record = {"file": name, "tokens": {f"{t:g}": n for t, n in zip(thresholds, counts)}}
+            record = {"file": name, "tokens": {r.key: n for r, n in zip(rules, counts)}}
             record.update(complexity_proxies(image))
             if rated is not None:
                 record["rating"] = _match_rating(name, rated)
@@ -163,10 +182,9 @@ def analyze_complexity(tok, data: str | Path, thresholds: list[float], out: str 
         raise AlitError(f"{data}: none of the {len(paths)} image file(s) could be read")
     proxies = list(PROXIES) + (["rating"] if rated is not None else [])
     table = {}
-    for t in thresholds:
-        key = f"{t:g}"
-        ys = [r["tokens"][key] for r in records]
-        table[key] = {p: correlation(ys, [r.get(p) for r in records]) for p in proxies}
+    for one in rules:
+        ys = [r["tokens"][one.key] for r in records]
+        table[one.key] = {p: correlation(ys, [r.get(p) for r in records]) for p in proxies}
     notes = []
     if any(r["edge_density"] is None for r in records):
         notes.append("edge_density not computed: needs scikit-image (pip install 'alit[eval]')")
@@ -177,17 +195,18 @@ def analyze_complexity(tok, data: str | Path, thresholds: list[float], out: str 
         "data": {"path": str(data), "images": len(records), "unreadable": len(failed)},
         "protocol": proto.name, "image_size": tok.config.image_size, "thresholds": thresholds,
         "lengths": tok.config.lengths, "model": {"fingerprint": tok.fingerprint()},
-        "mean_tokens": {f"{t:g}": float(np.mean([r["tokens"][f"{t:g}"] for r in records])) for t in thresholds},
+        "mean_tokens": {one.key: float(np.mean([r["tokens"][one.key] for r in records])) for one in rules},
+        "labels": {one.key: one.label for one in rules},
         "correlations": table, "notes": notes, "images": records,
     }
     (out / "complexity.json").write_text(json.dumps(results, indent=1) + "\n")
     with open(out / "complexity.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file"] + [f"tokens@{t:g}" for t in thresholds] + proxies)
+        w.writerow(["file"] + [f"tokens@{one.key}" for one in rules] + proxies)
         for r in records:
-            w.writerow([r["file"]] + [r["tokens"][f"{t:g}"] for t in thresholds]
+            w.writerow([r["file"]] + [r["tokens"][one.key] for one in rules]
                        + ["" if r.get(p) is None else f"{r[p]:.6g}" for p in proxies])
-    _scatter(records, thresholds, proxies, table, tok.config.lengths, out / "scatter.png")
+    _scatter(records, rules, proxies, table, tok.config.lengths, out / "scatter.png")
     _complexity_page(results, proxies, thumbs, out).write(out / "index.html")
     return results
 
@@ -204,13 +223,13 @@ def _paths(data, limit):
     return paths[:limit] if limit is not None else paths
 
 
-def _scatter(records, thresholds, proxies, table, lengths, path: Path) -> None:
+def _scatter(records, rules, proxies, table, lengths, path: Path) -> None:
     labels = {"png_bpp": "PNG bits per pixel", "jpeg_bpp": "JPEG bits per pixel (q75)",
               "edge_density": "Canny edge density", "rating": "human rating"}
-    fig, axes = grid_of_axes(len(thresholds) * len(proxies), columns=len(proxies), size=(4.0, 3.2))
+    fig, axes = grid_of_axes(len(rules) * len(proxies), columns=len(proxies), size=(4.0, 3.2))
     rng = np.random.default_rng(0)
-    for i, t in enumerate(thresholds):
-        key = f"{t:g}"
+    for i, one in enumerate(rules):
+        key = one.key
         for j, p in enumerate(proxies):
             ax = axes[i * len(proxies) + j]
             pts = [(r[p], r["tokens"][key]) for r in records if r.get(p) is not None]
@@ -220,7 +239,7 @@ def _scatter(records, thresholds, proxies, table, lengths, path: Path) -> None:
             c = table[key][p]
             stat = (f"rho={c['spearman']:.2f}  tau={c['kendall']:.2f}" if c["spearman"] is not None
                     else "n/a")
-            ax.set_title(f"L1<{t:g}: {stat}", fontsize=9)
+            ax.set_title(f"{one.label}: {stat}", fontsize=9)
             ax.set_xlabel(labels[p], fontsize=9)
             ax.set_ylabel("tokens", fontsize=9)
             ax.set_yticks(lengths if len(lengths) <= 10 else lengths[::2])
@@ -234,27 +253,28 @@ def _complexity_page(results, proxies, thumbs, out: Path) -> Page:
     page = Page("alit analyze complexity")
     page.definitions([("data", f"{results['data']['path']}: {results['data']['images']} images"),
                       ("protocol", f"{results['protocol']} at {results['image_size']} px"),
-                      ("token rule", "shortest length with raw-reconstruction L1 below the threshold "
-                                     f"(lengths {results['lengths']})")])
+                      ("token rule", "the shortest length whose 8-bit reconstruction passes the rule, the "
+                                     f"longest when none does (lengths {results['lengths']})")])
+    labels = results["labels"]
     page.heading("Correlations of tokens with complexity")
     rows = []
     for key, per in results["correlations"].items():
         for p in proxies:
             c = per[p]
-            rows.append([f"L1 < {key}", p, c["n"], c["spearman"], c["spearman_p"], c["kendall"], c["kendall_p"],
+            rows.append([labels[key], p, c["n"], c["spearman"], c["spearman_p"], c["kendall"], c["kendall_p"],
                          c.get("reason", "")])
-    page.table(["threshold", "proxy", "n", "Spearman rho", "p", "Kendall tau", "p", "note"], rows, left=2, text=(7,))
-    page.table(["threshold", "mean tokens"], [[f"L1 < {k}", v] for k, v in results["mean_tokens"].items()])
+    page.table(["rule", "proxy", "n", "Spearman rho", "p", "Kendall tau", "p", "note"], rows, left=2, text=(7,))
+    page.table(["rule", "mean tokens"], [[labels[k], v] for k, v in results["mean_tokens"].items()])
     page.notes(results["notes"] + ["Proxies are measured on the image as the model was given it. PNG/JPEG bits "
                                    "per pixel and edge density stand in for human complexity ratings, which "
                                    "are not available offline."])
-    page.figure("scatter.png", "Tokens (jittered) against each proxy, one row per threshold")
+    page.figure("scatter.png", "Tokens (jittered) against each proxy, one row per rule")
     key = next(iter(results["mean_tokens"]))
     ordered = sorted(results["images"], key=lambda r: (r["tokens"][key], r["png_bpp"]))
     (out / "thumbs").mkdir(exist_ok=True)
     k = min(6, len(ordered) // 2) or len(ordered)
     for title, group in (("Fewest tokens", ordered[:k]), ("Most tokens", ordered[::-1][:k])):
-        page.heading(f"{title} (L1 < {key})")
+        page.heading(f"{title} ({labels[key]})")
         for r in group:
             src = f"thumbs/{_slug(r['file'])}.png"
             save_png(thumbs[r["file"]], out / src)
@@ -266,10 +286,12 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:120]
 
 
-def analyze_familiarity(tok, data: str | Path, other: str | Path, thresholds: list[float], out: str | Path,
+def analyze_familiarity(tok, data: str | Path, other: str | Path, thresholds: list[float | str], out: str | Path,
                         protocol_name: str = "resize-crop", batch_size: int = 8, limit: int | None = None,
                         log=None) -> dict:
-    """Token counts of `data` (in distribution) against `other`, with a test of the difference."""
+    """Token counts of `data` (in distribution) against `other` under each rule (`thresholds`:
+    numbers t for L1 < t, or `NAME:VALUE` criteria), with a test of the difference."""
+    rules = [rule(t) for t in thresholds]
     log = log or (lambda line: print(line, file=sys.stderr))
     stats = _stats()
     out = Path(out)
@@ -287,7 +309,7 @@ def analyze_familiarity(tok, data: str | Path, other: str | Path, thresholds: li
             raise AlitError(f"{folder}: no image could be read")
         sets[label] = {"path": str(folder), "tokens": counts}
     tests = {}
-    for i, t in enumerate(thresholds):
+    for i, one in enumerate(rules):
         a = [c[i] for c in sets["in_distribution"]["tokens"]]
         b = [c[i] for c in sets["other"]["tokens"]]
         entry = {"mean_in_distribution": float(np.mean(a)), "mean_other": float(np.mean(b)),
@@ -304,8 +326,9 @@ def analyze_familiarity(tok, data: str | Path, other: str | Path, thresholds: li
                          # P(an image of `other` needs more tokens than one of `data`), ties count half
                          prob_other_needs_more=float(u.statistic) / (len(a) * len(b)),
                          ks=float(ks.statistic), ks_p=float(ks.pvalue))
-        tests[f"{t:g}"] = entry
-    results = {"thresholds": thresholds, "lengths": tok.config.lengths, "protocol": proto.name,
+        tests[one.key] = entry
+    results = {"thresholds": thresholds, "labels": {one.key: one.label for one in rules},
+               "lengths": tok.config.lengths, "protocol": proto.name,
                "model": {"fingerprint": tok.fingerprint()},
                "sets": {k: {"path": v["path"], "images": len(v["tokens"])} for k, v in sets.items()},
                "tests": tests}
@@ -317,12 +340,13 @@ def analyze_familiarity(tok, data: str | Path, other: str | Path, thresholds: li
                       ("protocol", proto.name),
                       ("test", "two-sided Mann-Whitney U of the token counts (other vs in distribution), and a "
                                "two-sample Kolmogorov-Smirnov test")])
-    page.table(["threshold", "mean tokens (in)", "mean tokens (other)", "P(other needs more)", "Mann-Whitney p",
+    labels = results["labels"]
+    page.table(["rule", "mean tokens (in)", "mean tokens (other)", "P(other needs more)", "Mann-Whitney p",
                 "KS", "KS p"],
-               [[f"L1 < {k}", e["mean_in_distribution"], e["mean_other"], e.get("prob_other_needs_more"),
+               [[labels[k], e["mean_in_distribution"], e["mean_other"], e.get("prob_other_needs_more"),
                  e["mann_whitney_p"], e["ks"], e["ks_p"]] for k, e in tests.items()])
-    page.notes([f"L1 < {k}: {e['reason']}" for k, e in tests.items() if "reason" in e])
-    page.figure("histograms.png", "Tokens per image in each set, one panel per threshold")
+    page.notes([f"{labels[k]}: {e['reason']}" for k, e in tests.items() if "reason" in e])
+    page.figure("histograms.png", "Tokens per image in each set, one panel per rule")
     page.write(out / "index.html")
     return results
 
@@ -346,7 +370,7 @@ def _familiarity_plot(results, path: Path) -> None:
             ax.bar(xs + (k - 0.5) * width, [hist.get(str(L), 0) / n for L in lengths], width, label=label)
         ax.set_xticks(xs, [str(L) for L in lengths], fontsize=8)
         p = e["mann_whitney_p"]
-        ax.set_title(f"L1 < {key}" + (f": Mann-Whitney p={p:.2g}" if p is not None else ""), fontsize=10)
+        ax.set_title(results["labels"][key] + (f": Mann-Whitney p={p:.2g}" if p is not None else ""), fontsize=10)
         ax.set_xlabel("tokens")
         ax.set_ylabel("fraction of images")
         ax.legend(fontsize=8)
