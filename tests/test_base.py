@@ -3,7 +3,6 @@ checkpoint key layout at full size, and gradients reaching every parameter."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

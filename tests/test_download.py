@@ -24,7 +24,7 @@ from alit import resolve
 from alit.cli import main
 from alit.convert import paper_key
 from alit.download import DownloadError, fetch
-from alit.weights import read_weights, save
+from alit.weights import save
 
 from conftest import REPO, run_alit
 

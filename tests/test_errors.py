@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-import resource
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,8 +343,8 @@ def test_weights_that_do_not_fit_the_config_name_the_checkpoint(ckpt, photos, tm
     meta["config"]["encoder_width"] *= 2
     meta["config"]["decoder_width"] *= 2
     (bad / "config.json").write_text(json.dumps(meta))
-    line = one_line(capsys, 2, main(["reconstruct", str(photos / "p0.png"), "--checkpoint", str(bad),
-                                     "--out", str(tmp_path / "o")]), f"--checkpoint {bad}", "mis-shaped")
+    one_line(capsys, 2, main(["reconstruct", str(photos / "p0.png"), "--checkpoint", str(bad),
+                              "--out", str(tmp_path / "o")]), f"--checkpoint {bad}", "mis-shaped")
 
 
 def test_usage_mistakes_are_one_line(capsys):

@@ -1,7 +1,6 @@
 """`alit tokenize DATA --out DIR` and `alit decode DIR --out IMAGES` (alit/tokens/)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path, PurePosixPath
 
 from ..errors import AlitError
