@@ -54,7 +54,7 @@ class FinetuneStage(PixelStage):
             loaded, where = load_init(recipe.init)
             model = ALIT(loaded.config)
             model.load_state_dict(loaded.state_dict())
-            log(f"initial weights: {where} (EMA weights of stage 1)")
+            log(f"initial weights: {where} (a run or checkpoint: its EMA weights; a model folder: as it is)")
         self.model = model.to(device).train()
         self.model.requires_grad_(True)  # stage 2: everything trains, the base included
         self.forward_module = FinetuneForward(self.model)
