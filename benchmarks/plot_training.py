@@ -4,7 +4,8 @@
 
 Panels: the base's L1; stage 1's code MSE at the first and last iteration (smoothed) and latent
 reliance at the preview steps (the stage-1 loss with another image's latents minus with the
-image's own: about 0 on the saddle); stage 2's pixel L1. A run folder that is absent is left out.
+image's own: about 0 on the saddle); stage 2's pixel L1, that of its first and last iteration, and its
+latent reliance. A run folder that is absent is left out, and so are its panels.
 """
 from __future__ import annotations
 
@@ -44,29 +45,50 @@ def main() -> None:
 
     work = Path(args.work)
     base, distill, finetune = (records(work / name) for name in ("base", "distill", "finetune"))
-    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
-    steps, l1 = series(base, "l1")
-    axes[0].plot(steps[19:] if len(steps) >= 20 else steps, smooth(l1), color="C0")
-    axes[0].set_title("base KL-VAE: training L1 (20-step mean)")
-    last = max((int(k.split("/")[1]) for r in distill[:1] for k in r if k.startswith("code/")), default=0)
-    for t, color in ((0, "C1"), (last, "C2")):
-        steps, code = series(distill, f"code/{t}")
-        if code:
-            axes[1].plot(steps[19:] if len(steps) >= 20 else steps, smooth(code), color=color, label=f"iteration {t}")
-    axes[1].set_title("stage 1: code MSE (20-step mean)")
-    axes[1].legend(fontsize=8)
-    for name, color in (("first", "C1"), ("last", "C2")):
-        steps, rel = series(distill, f"latent_reliance/{name}")
-        axes[2].plot(steps, rel, "o-", color=color, ms=3, label=f"{name} length")
-    axes[2].axhline(0, color="0.5", lw=0.8)
-    axes[2].set_title("stage 1: latent reliance (preview photos)")
-    axes[2].legend(fontsize=8)
-    steps, l1 = series(finetune, "l1")
-    if not l1:
-        steps, l1 = series(finetune, "loss")
-    axes[3].plot(steps[19:] if len(steps) >= 20 else steps, smooth(l1), color="C3")
-    axes[3].set_title("stage 2: pixel L1 (20-step mean, cycling iterations)")
-    for ax in axes:
+    panels = []  # (title, draw(ax)) for the runs that are there
+
+    def curve(ax, recs, key, color, label=None):
+        steps, values = series(recs, key)
+        if values:
+            ax.plot(steps[19:] if len(steps) >= 20 else steps, smooth(values), color=color, label=label)
+
+    def reliance(ax, recs):
+        for name, color in (("first", "C1"), ("last", "C2")):
+            steps, rel = series(recs, f"latent_reliance/{name}")
+            ax.plot(steps, rel, "o-", color=color, ms=3, label=f"{name} length")
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.legend(fontsize=8)
+
+    if base:
+        panels.append(("base KL-VAE: training L1 (20-step mean)", lambda ax: curve(ax, base, "l1", "C0")))
+    if distill:
+        last = max((int(k.split("/")[1]) for r in distill[:1] for k in r if k.startswith("code/")), default=0)
+
+        def codes(ax):
+            for t, color in ((0, "C1"), (last, "C2")):
+                curve(ax, distill, f"code/{t}", color, f"iteration {t}")
+            ax.legend(fontsize=8)
+        panels.append(("stage 1: code MSE (20-step mean)", codes))
+        panels.append(("stage 1: latent reliance (preview photos)", lambda ax: reliance(ax, distill)))
+    if finetune:
+        key = "l1" if any("l1" in r for r in finetune) else "loss"
+        panels.append(("stage 2: pixel L1 (20-step mean, cycling iterations)",
+                       lambda ax: curve(ax, finetune, key, "C3")))
+        its = sorted({int(r["iteration"]) for r in finetune if "iteration" in r and key in r})
+        if its:
+            def per_iteration(ax):
+                for t, color in ((its[0], "C1"), (its[-1], "C2")):
+                    curve(ax, [r for r in finetune if r.get("iteration") == t], key, color, f"iteration {t}")
+                ax.legend(fontsize=8)
+            panels.append((f"stage 2: pixel L1 of iterations {its[0]} and {its[-1]} (20-step mean)", per_iteration))
+        if any("latent_reliance/first" in r for r in finetune):
+            panels.append(("stage 2: latent reliance (preview photos)", lambda ax: reliance(ax, finetune)))
+    if not panels:
+        raise SystemExit(f"{work}: no base/, distill/ or finetune/ log.jsonl to plot")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+    for ax, (title, draw) in zip(axes[0], panels):
+        draw(ax)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()
