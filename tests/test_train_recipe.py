@@ -83,7 +83,7 @@ def test_overrides_are_type_checked():
            "max_steps=10epochs": "max_steps must be a step count", "batch_size=0": "batch_size must be >= 1",
            "precision=fp8": "precision must be one of", "noequals": "key=value",
            "iteration_cycle=[]": "iteration_cycle must be a non-empty list", "iteration_cycle=[1, -2]":
-           "iteration_cycle must be a non-empty list"}
+           "iteration_cycle must be a non-empty list", "ssim_weight=-0.5": "ssim_weight must be 0 or more"}
     for item, message in bad.items():
         with pytest.raises(AlitError, match=message):
             R.load("tiny", "finetune", [item])

@@ -1,6 +1,6 @@
 """The pixel-space objective `base` and `finetune` share: pixel_weight * L1 + perceptual_weight *
-perceptual, plus the scheduled hinge PatchGAN term with the adaptive weight, and the discriminator
-update of the same step."""
+perceptual (+ ssim_weight * (1 - SSIM), ours, off by default), plus the scheduled hinge PatchGAN
+term with the adaptive weight, and the discriminator update of the same step."""
 from __future__ import annotations
 
 import torch
@@ -66,6 +66,10 @@ class PixelObjective:
         l1 = (recon - images).abs().mean()
         rec = r.pixel_weight * l1
         logs["l1"] = l1.detach()
+        if r.ssim_weight > 0:
+            similarity = ssim_loss_term(recon, images)
+            rec = rec + r.ssim_weight * (1 - similarity)
+            logs["ssim"] = similarity.detach()
         if self.perceptual is not None:
             p = self.perceptual(recon, images).mean()
             rec = rec + r.perceptual_weight * p
@@ -117,3 +121,11 @@ class PixelStage(Stage):
 
     def load_extra_state(self, state: dict) -> None:
         self.pixels.load_state_dict(state)
+
+
+def ssim_loss_term(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM of the raw reconstructions against the images, differentiable: torchmetrics' SSIM
+    (Gaussian 11x11, sigma 1.5, data range 1), the one the `ssim:S` rule and `alit eval` use."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    return structural_similarity_index_measure(recon.float(), images.float(), data_range=1.0)

@@ -122,6 +122,7 @@ class BaseRecipe(Recipe):
     perceptual_weight: float = 1.0
     perceptual_path: str | None = None  # torchvision vgg16 weights (default: the torch hub cache)
     pixel_weight: float = 1.0           # L1
+    ssim_weight: float = 0.0            # ours: weight of 1 - SSIM of the reconstruction (0: off)
     codebook_weight: float = 1.0        # VQGAN: codebook + commitment losses
     commitment: float = 0.25            # VQGAN: commitment factor
     kl_weight: float = 1e-6             # VAE: KL per pixel value (LDM's 1e-6 with a summed pixel loss)
@@ -131,6 +132,7 @@ class BaseRecipe(Recipe):
         super().__post_init__()
         _choice("perceptual", self.perceptual, PERCEPTUAL)
         _check_schedule(self.gan)
+        _non_negative("ssim_weight", self.ssim_weight)
 
 
 @dataclass
@@ -175,6 +177,9 @@ class FinetuneRecipe(Recipe):
     perceptual_weight: float = 1.0
     perceptual_path: str | None = None
     pixel_weight: float = 1.0
+    # ours: weight of 1 - SSIM of the reconstruction (torchmetrics' SSIM, the `ssim:S` rule's); 0: off,
+    # the paper's loss. A model whose length rule judges SSIM then trains what the rule judges.
+    ssim_weight: float = 0.0
     discriminator: str = "per_iteration"  # per_iteration (the paper: one per rollout iteration) | shared
     gan: GanRecipe = field(default_factory=GanRecipe)
     # ours: the rollout iterations trained in turn, step s training iteration_cycle[(s - 1) % len];
@@ -188,10 +193,16 @@ class FinetuneRecipe(Recipe):
         _choice("perceptual", self.perceptual, PERCEPTUAL)
         _choice("discriminator", self.discriminator, ("per_iteration", "shared"))
         _check_schedule(self.gan)
+        _non_negative("ssim_weight", self.ssim_weight)
         cycle = self.iteration_cycle  # a list of integers or null: `check` saw to the types
         if cycle is not None and (not cycle or min(cycle) < 0):
             raise AlitError(f"recipe: iteration_cycle must be a non-empty list of iteration numbers "
                             f"(0 = the first), or null for 0..T-1; got {cycle!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise AlitError(f"recipe: {name} must be 0 or more, got {value}")
 
 
 RECIPES: dict[str, type[Recipe]] = {"base": BaseRecipe, "distill": DistillRecipe, "finetune": FinetuneRecipe}
