@@ -133,11 +133,11 @@ def test_the_ssim_term_adds_the_weighted_dissimilarity_and_trains_towards_struct
                               last_layer=recon, index=0, backward=lambda loss: losses.append(loss))
         l1 = (start - images).abs().mean()
         if weight == 0:
-            assert "ssim" not in logs and float(losses[0]) == pytest.approx(float(l1))
+            assert "ssim" not in logs and float(losses[0].detach()) == pytest.approx(float(l1))
             continue
         similarity = float(ssim(images, start).mean())
         assert float(logs["ssim"]) == pytest.approx(similarity, abs=1e-5)
-        assert float(losses[0]) == pytest.approx(float(l1) + weight * (1 - similarity), abs=1e-5)
+        assert float(losses[0].detach()) == pytest.approx(float(l1) + weight * (1 - similarity), abs=1e-5)
         losses[0].backward()
         stepped = (start - 0.5 * recon.grad.sign() * 0.01).clamp(0, 1)
         assert float(ssim(images, stepped).mean()) > similarity
