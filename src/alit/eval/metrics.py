@@ -61,8 +61,9 @@ def ssim(images: torch.Tensor, recons: torch.Tensor) -> torch.Tensor:
         from torchmetrics.functional.image import structural_similarity_index_measure
     except ImportError:
         raise MetricUnavailable("SSIM needs torchmetrics: pip install 'alit[eval]' (or torchmetrics)") from None
+    wide = torch.float32 if images.device.type == "mps" else torch.float64  # MPS has no float64
     # in chunks: torchmetrics holds several padded copies of the whole batch at once
-    return torch.cat([structural_similarity_index_measure(r.double(), x.double(), data_range=1.0,
+    return torch.cat([structural_similarity_index_measure(r.to(wide), x.to(wide), data_range=1.0,
                                                           reduction="none").reshape(-1)
                       for r, x in zip(recons.split(64), images.split(64))])
 
