@@ -55,13 +55,14 @@ def pixel_metrics(images: torch.Tensor, recons: torch.Tensor) -> dict[str, torch
     return {"l1": diff.abs().mean(1), "mse": mse, "psnr": psnr.clamp(max=PSNR_CAP)}
 
 
-def ssim(images: torch.Tensor, recons: torch.Tensor) -> torch.Tensor:
-    """SSIM per image [B] from torchmetrics (Wang et al. 2004, Gaussian 11x11 window, sigma 1.5)."""
+def ssim(images: torch.Tensor, recons: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """SSIM per image [B] from torchmetrics (Wang et al. 2004, Gaussian 11x11 window, sigma 1.5),
+    differentiable; computed in float64 (float32 on MPS) unless `dtype` says otherwise."""
     try:
         from torchmetrics.functional.image import structural_similarity_index_measure
     except ImportError:
         raise MetricUnavailable("SSIM needs torchmetrics: pip install 'alit[eval]' (or torchmetrics)") from None
-    wide = torch.float32 if images.device.type == "mps" else torch.float64  # MPS has no float64
+    wide = dtype or (torch.float32 if images.device.type == "mps" else torch.float64)  # MPS has no float64
     # in chunks: torchmetrics holds several padded copies of the whole batch at once
     return torch.cat([structural_similarity_index_measure(r.to(wide), x.to(wide), data_range=1.0,
                                                           reduction="none").reshape(-1)

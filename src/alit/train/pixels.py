@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..eval.metrics import ssim
 from ..losses.gan import Adversarial, gan_weight
 from ..losses.perceptual import build_perceptual
 from . import dist
@@ -66,8 +67,8 @@ class PixelObjective:
         l1 = (recon - images).abs().mean()
         rec = r.pixel_weight * l1
         logs["l1"] = l1.detach()
-        if r.ssim_weight > 0:
-            similarity = ssim_loss_term(recon, images)
+        if r.ssim_weight > 0:  # the SSIM the `ssim:S` rule and `alit eval` use; float32 while training
+            similarity = ssim(images, recon, dtype=torch.float32).mean()
             rec = rec + r.ssim_weight * (1 - similarity)
             logs["ssim"] = similarity.detach()
         if self.perceptual is not None:
@@ -121,11 +122,3 @@ class PixelStage(Stage):
 
     def load_extra_state(self, state: dict) -> None:
         self.pixels.load_state_dict(state)
-
-
-def ssim_loss_term(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM of the raw reconstructions against the images, differentiable: torchmetrics' SSIM
-    (Gaussian 11x11, sigma 1.5, data range 1), the one the `ssim:S` rule and `alit eval` use."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    return structural_similarity_index_measure(recon.float(), images.float(), data_range=1.0)
