@@ -52,3 +52,15 @@ class ForwardCalls:
 
     def __exit__(self, *exc):
         self.handle.remove()
+
+
+def load_script(name: str):
+    """benchmarks/NAME.py imported as a module, for the tests of a benchmark script's functions."""
+    import importlib.util
+
+    path = REPO / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+

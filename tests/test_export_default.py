@@ -2,10 +2,7 @@
 photos; what it reports is what the exported model then does on those photos."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,15 +12,7 @@ from alit.criteria import EightBit, first_accepted, parse_criterion
 from alit.eval.inputs import batches, protocol
 from alit.images import find_images, save_png
 from alit.weights import save
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "export_default.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("export_default", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 @pytest.mark.parametrize("rule", ["l1", "ssim"])
@@ -37,7 +26,7 @@ def test_export_reports_what_the_exported_rule_does(rule, tmp_path, capsys):
         size = 2 ** (1 + i % 4)
         save_png(F.interpolate(torch.rand(1, 3, size, size, generator=g), size=40, mode="bilinear")[0],
                  tmp_path / "photos" / f"p{i:02d}.png")
-    _script().main([str(tmp_path / "run"), "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
+    load_script("export_default").main([str(tmp_path / "run"), "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
                     "--rule", rule])
     out = capsys.readouterr().out
     report = json.loads(out[out.index("{"):])

@@ -1,29 +1,18 @@
 """benchmarks/grow_model.py: deeper stacks whose new blocks start as identities, and can learn."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 import alit
 from alit.weights import save
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "grow_model.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("grow_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def test_grown_model_computes_the_same_and_its_new_blocks_learn(tmp_path, capsys):
     torch.manual_seed(0)
     tok = alit.build("tiny", image_size=16, num_iters=2, encoder_depth=1, decoder_depth=1)
     save(tok.state_dict(), tok.config, tmp_path / "small")
-    _script().main([str(tmp_path / "small"), "--decoder-depth", "3", "--encoder-depth", "2",
+    load_script("grow_model").main([str(tmp_path / "small"), "--decoder-depth", "3", "--encoder-depth", "2",
                     "--out", str(tmp_path / "grown")])
     assert "same outputs" in capsys.readouterr().out
     grown = alit.load(tmp_path / "grown")
