@@ -27,18 +27,10 @@ from alit.eval.analysis import complexity_proxies, correlation
 from alit.eval.inputs import batches, protocol
 from alit.eval.metrics import pixel_metrics, ssim
 from alit.images import find_images
-from alit.model.latent_norm import update_statistics
+from alit.model.latent_norm import recalibrate
 from alit.tokenizer import load
 from alit.tokens.budget import threshold_choice
 from alit.weights import save
-
-
-def recalibrate_latent_norm(tok, data: str, batch_size: int = 32) -> int:
-    """The latent standardiser's running averages recomputed over the photos in `data`, read as
-    `alit demo` reads them (`update_statistics`). Returns the number of photos seen."""
-    paths, _ = find_images([data])
-    proto = protocol("resize-crop")
-    return update_statistics(tok, (b.images for b in batches(paths, tok.config.image_size, proto, batch_size)))
 
 
 RULES = {"l1": lambda x, r: pixel_metrics(x, r)["l1"],   # error: 8-bit L1
@@ -72,7 +64,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tok = load(args.run).eval()
     if tok.latent_norm is not None:
-        print(f"latent_norm statistics recomputed over {recalibrate_latent_norm(tok, args.data)} training photos")
+        print(f"latent_norm statistics recomputed over {recalibrate(tok, args.data)} training photos")
     lengths = tok.config.lengths
     errors, bpp = training_errors(tok, args.data, args.rule)
     if args.length_index is None:

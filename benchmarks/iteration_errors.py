@@ -17,9 +17,8 @@ import json
 
 import torch
 
-from alit.eval.inputs import batches, protocol
 from alit.images import find_images, load_image
-from alit.model.latent_norm import update_statistics
+from alit.model.latent_norm import recalibrate
 from alit.tokenizer import load_module
 
 
@@ -42,9 +41,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     model = load_module(args.run, expect="alit").eval()
     if model.latent_norm is not None and args.calibrate != "none":
-        paths, _ = find_images([args.calibrate])
-        update_statistics(model, (b.images for b in batches(paths, model.config.image_size,
-                                                            protocol("resize-crop"), 32)))
+        recalibrate(model, args.calibrate)
     size = model.config.image_size
     out = {"run": args.run, "lengths": model.config.lengths, "latent_norm_recalibrated_on":
            None if model.latent_norm is None or args.calibrate == "none" else args.calibrate}

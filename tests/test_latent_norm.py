@@ -104,3 +104,26 @@ def test_update_statistics_is_the_plain_mean_over_every_batch_and_iteration():
         L = rows[0][0].shape[0]
         assert torch.allclose(tok.latent_norm.running_mean[t, :L], sum(m for m, _ in rows) / 3, atol=1e-5)
         assert torch.allclose(tok.latent_norm.running_var[t, :L], sum(v for _, v in rows) / 3, rtol=1e-4, atol=1e-6)
+
+
+def test_recalibrate_reads_a_folder_of_photos_as_alit_demo_does(tmp_path):
+    """`recalibrate(model, folder)`: the averages over every photo file in the folder (other files
+    ignored), resized and put on the 8-bit grid as `alit demo` reads them, equal `update_statistics`
+    over the same images prepared by hand."""
+    from alit.images import find_images, read_image, save_png
+    from alit.eval.inputs import protocol
+    from alit.model.latent_norm import recalibrate
+
+    g = torch.Generator().manual_seed(5)
+    for i in range(5):  # real PNG files of odd sizes, so the resize-crop matters
+        save_png(torch.rand(3, 70 + 9 * i, 90, generator=g), tmp_path / f"p{i}.png")
+    (tmp_path / "notes.txt").write_text("not a photo")
+    tok = alit.build("tiny", base="vae", quantize=True, latent_norm=True).eval()
+    assert recalibrate(tok, str(tmp_path), batch_size=2) == 4  # batches of 2, 2, 1: the last one skipped
+    by_folder = tok.latent_norm.running_mean.clone(), tok.latent_norm.running_var.clone()
+    paths, _ = find_images([str(tmp_path)])
+    images = torch.stack([protocol("resize-crop").prepare(read_image(p, 64), 64)[0] for p in paths])
+    assert images.shape == (5, 3, 64, 64) and torch.equal(images, (images * 255).round() / 255)
+    assert update_statistics(tok, [images[:2], images[2:4]]) == 4
+    assert torch.allclose(tok.latent_norm.running_mean, by_folder[0], atol=1e-6)
+    assert torch.allclose(tok.latent_norm.running_var, by_folder[1], atol=1e-6)
