@@ -27,7 +27,7 @@ from alit.eval.analysis import complexity_proxies, correlation
 from alit.eval.inputs import batches, protocol
 from alit.eval.metrics import pixel_metrics, ssim
 from alit.images import find_images
-from alit.model.latent_norm import recalibrate
+from alit.eval.recalibrate import recalibrate
 from alit.tokenizer import load
 from alit.tokens.budget import threshold_choice
 from alit.weights import save

@@ -18,7 +18,7 @@ import json
 import torch
 
 from alit.images import find_images, load_image
-from alit.model.latent_norm import recalibrate
+from alit.eval.recalibrate import recalibrate
 from alit.tokenizer import load_module
 
 

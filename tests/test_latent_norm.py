@@ -112,7 +112,7 @@ def test_recalibrate_reads_a_folder_of_photos_as_alit_demo_does(tmp_path):
     over the same images prepared by hand."""
     from alit.images import find_images, read_image, save_png
     from alit.eval.inputs import protocol
-    from alit.model.latent_norm import recalibrate
+    from alit.eval.recalibrate import recalibrate
 
     g = torch.Generator().manual_seed(5)
     for i in range(5):  # real PNG files of odd sizes, so the resize-crop matters

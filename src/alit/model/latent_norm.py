@@ -19,9 +19,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..eval.inputs import batches, protocol
-from ..images import find_images
-
 
 class LatentStandardizer(nn.Module):
     """[B, L, d] factorised latents of iteration t -> (z - mean) / std per (t, position, channel)."""
@@ -81,11 +78,3 @@ def update_statistics(model: nn.Module, image_batches) -> int:
         norm.eval()
     return seen
 
-
-def recalibrate(model: nn.Module, photos: str, batch_size: int = 32) -> int:
-    """`update_statistics` over the image files in the folder `photos`, read as `alit demo` reads
-    them (resize-crop to the model's size): what to do after training, on the training photos (never
-    the held-out ones), before a model is scored or exported. Returns the number of photos seen."""
-    paths, _ = find_images([photos])
-    return update_statistics(model, (b.images for b in batches(paths, model.config.image_size,
-                                                                 protocol("resize-crop"), batch_size)))
