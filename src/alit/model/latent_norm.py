@@ -77,4 +77,3 @@ def update_statistics(model: nn.Module, image_batches) -> int:
         norm.momentum = momentum
         norm.eval()
     return seen
-
