@@ -17,8 +17,8 @@ import json
 
 import torch
 
-from alit.images import find_images, load_image
 from alit.eval.recalibrate import recalibrate
+from alit.images import find_images, load_image
 from alit.tokenizer import load_module
 
 

@@ -110,9 +110,9 @@ def test_recalibrate_reads_a_folder_of_photos_as_alit_demo_does(tmp_path):
     """`recalibrate(model, folder)`: the averages over every photo file in the folder (other files
     ignored), resized and put on the 8-bit grid as `alit demo` reads them, equal `update_statistics`
     over the same images prepared by hand."""
-    from alit.images import find_images, read_image, save_png
     from alit.eval.inputs import protocol
     from alit.eval.recalibrate import recalibrate
+    from alit.images import find_images, read_image, save_png
 
     g = torch.Generator().manual_seed(5)
     for i in range(5):  # real PNG files of odd sizes, so the resize-crop matters
