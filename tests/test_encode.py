@@ -379,13 +379,64 @@ def test_ssim_criterion_weighs_structure_over_a_uniform_offset():
     assert big.tolist() == [True, True, False, False] * 20
 
 
+def test_stalled_accepts_a_length_when_its_block_gained_little():
+    images = torch.full((4, 3, 4, 4), 0.5)
+    # the L1 error of each image at four lengths (a uniform offset): meets 0.05; stalls (gain 0.002
+    # < 0.01) at the third length; gets worse at the second; keeps gaining 0.05 a block
+    errors = torch.tensor([[0.30, 0.04, 0.03, 0.02], [0.30, 0.20, 0.198, 0.10],
+                           [0.30, 0.31, 0.20, 0.10], [0.40, 0.35, 0.30, 0.25]])
+    recons = [images + errors[:, i, None, None, None] for i in range(4)]
+    assert first_accepted(alit.L1Below(0.05), images, recons).tolist() == [1, 3, 3, 3]
+    assert first_accepted(alit.Stalled(alit.L1Below(0.05), gain=0.01), images, recons).tolist() == [1, 2, 1, 3]
+    assert first_accepted(alit.Stalled(alit.L1Below(0.05), gain=0), images, recons).tolist() == [1, 3, 1, 3]
+    # at the first length only the rule can accept: there is no length before to have gained over
+    assert first_accepted(alit.Stalled(alit.L1Below(0.05), gain=1), images, recons).tolist() == [1, 1, 1, 1]
+    ssim_rule = alit.Stalled(alit.SSIMAbove(0.5), gain=0.001)
+    assert ssim_rule.name == "ssim" and ssim_rule.looks_back
+    with pytest.raises(ValueError, match="score"):
+        alit.Stalled(alit.ConfidenceAbove(0.5), gain=0.01)
+
+
+class LooksBack(NeedsIterations):
+    """NeedsIterations that also checks what a looking-back rule is given: None at the first length,
+    then each image's own reconstruction at the length before, whichever images are still in the batch."""
+
+    looks_back = True
+
+    def __init__(self, need_by_value):
+        super().__init__(need_by_value)
+        self.before = {}  # tag -> the reconstruction it was judged on last
+
+    def __call__(self, images, reconstructions, previous):
+        tags = [round(v, 3) for v in images[:, 0, 0, 0].tolist()]
+        if self.calls == 0:
+            assert previous is None
+        else:
+            assert torch.equal(previous, torch.stack([self.before[t] for t in tags]))
+        self.before.update(zip(tags, reconstructions))
+        return super().__call__(images, reconstructions)
+
+
+def test_encode_gives_a_rule_that_looks_back_each_images_reconstruction_before(tok):
+    values, need = [0.2, 0.4, 0.6, 0.8], [4, 1, 8, 2]
+    crit = LooksBack(dict(zip(values, need)))
+    with ForwardCalls(tok.encoder.blocks) as enc_passes:
+        enc = tok.encode(tagged(values), criterion=crit)
+    assert enc.lengths.tolist() == [32, 8, 64, 16]
+    assert enc_passes.batches == [4, 3, 2, 2, 1, 1, 1, 1] and crit.calls == 7  # finished images leave
+
+
 @pytest.mark.parametrize("spec, expected", [("l1:0.07", "L1Below(0.07)"), ("psnr:30", "PSNRAbove(30)"),
-                                            ("MSE:0.01", "MSEBelow(0.01)"), ("ssim:0.5", "SSIMAbove(0.5)")])
+                                            ("MSE:0.01", "MSEBelow(0.01)"), ("ssim:0.5", "SSIMAbove(0.5)"),
+                                            ("ssim:0.4784+gain:0.001", "Stalled(SSIMAbove(0.4784), gain=0.001)"),
+                                            (" l1:0.07 + GAIN:0 ", "Stalled(L1Below(0.07), gain=0)")])
 def test_parse_criterion(spec, expected):
     assert repr(parse_criterion(spec)) == expected
 
 
-@pytest.mark.parametrize("spec", ["l1", "l2:0.1", "l1:abc", "l1:-1", "psnr:inf", "ssim:1", "ssim:0", ""])
+@pytest.mark.parametrize("spec", ["l1", "l2:0.1", "l1:abc", "l1:-1", "psnr:inf", "ssim:1", "ssim:0", "",
+                                  "ssim:0.5+gain", "ssim:0.5+gain:-0.1", "ssim:0.5+gain:x", "ssim:0.5+loss:0.1",
+                                  "conf:0.6+gain:0.01", "ssim:2+gain:0.01"])
 def test_parse_bad_criterion(spec):
     with pytest.raises(AlitError, match="bad criterion"):
         parse_criterion(spec)

@@ -1,6 +1,7 @@
 """alit: adaptive-length image tokenization via recurrent allocation (ALIT, ICLR 2025)."""
 from .config import BaseConfig, ModelConfig
-from .criteria import CodeErrorBelow, ConfidenceAbove, CriterionInput, L1Below, MSEBelow, PSNRAbove, SSIMAbove
+from .criteria import (CodeErrorBelow, ConfidenceAbove, CriterionInput, L1Below, MSEBelow, PSNRAbove, SSIMAbove,
+                       Stalled)
 from .encoding import Encoding
 from .errors import AlitError
 from .images import Preprocess, load_image
@@ -13,4 +14,4 @@ from .tokens import TokenDataset
 __version__ = "0.1.0"
 __all__ = ["AdaptiveTokenizer", "AlitError", "BaseConfig", "CodeErrorBelow", "ConfidenceAbove", "CriterionInput",
            "Encoding", "Halting", "L1Below", "MSEBelow", "ModelConfig", "PRESETS", "PSNRAbove", "Rollout", "SSIMAbove",
-           "TokenDataset", "Preprocess", "build", "load", "load_image", "preset"]
+           "Stalled", "TokenDataset", "Preprocess", "build", "load", "load_image", "preset"]

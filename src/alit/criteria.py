@@ -11,7 +11,10 @@ the base tokenizer's answer (ids, code), so that no pixels are decoded. `Confide
 `CodeErrorBelow` are such criteria; `inp.reconstructions` still decodes pixels on demand.
 
 On the command line a criterion is written `NAME:VALUE`: `l1:0.07`, `psnr:30`, `mse:0.01`,
-`ssim:0.5`, and the pixel-free `conf:0.6`, `code:0.05`. Each value is checked against its range:
+`ssim:0.5`, and the pixel-free `conf:0.6`, `code:0.05`. A pixel rule can add `+gain:G`
+(`ssim:0.5+gain:0.001`, `Stalled`): a length is also accepted when its last block of tokens raised
+the rule's score by less than G, so an image that never meets the rule stops where more tokens stop
+helping it. Each value is checked against its range:
 outside it, every image would get the same length. The classes take L1 and MSE thresholds above 0
 (raw errors are unbounded), PSNR above 0 dB, SSIM and confidence in (0, 1), code error above 0;
 `parse_criterion`, for the commands, which judge 8-bit reconstructions, also keeps L1 and MSE
@@ -88,6 +91,12 @@ def needs_pixels(criterion) -> bool:
     return bool(getattr(criterion, "needs_pixels", True))
 
 
+def looks_back(criterion) -> bool:
+    """Whether `criterion` also judges the length before (`Stalled`): it is then called as
+    `c(images, reconstructions, previous)`, previous None at the first length."""
+    return bool(getattr(criterion, "looks_back", False))
+
+
 def ask_criterion(criterion, *args) -> torch.Tensor:
     """criterion(*args) checked to be a bool tensor [b], on the device of the images."""
     images = args[0].images if isinstance(args[0], CriterionInput) else args[0]
@@ -123,6 +132,10 @@ class L1Below:
     def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         return l1_error(images, reconstructions) < self.threshold
 
+    def score(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        """[B], higher is better: minus the L1 error."""
+        return -l1_error(images, reconstructions)
+
     def __repr__(self) -> str:
         return f"L1Below({self.threshold:g})"
 
@@ -138,6 +151,10 @@ class MSEBelow:
 
     def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         return mse_error(images, reconstructions) < self.threshold
+
+    def score(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        """[B], higher is better: minus the MSE."""
+        return -mse_error(images, reconstructions)
 
     def __repr__(self) -> str:
         return f"MSEBelow({self.threshold:g})"
@@ -156,6 +173,10 @@ class PSNRAbove:
 
     def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         return psnr(images, reconstructions) > self.db
+
+    def score(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        """[B] the PSNR in dB."""
+        return psnr(images, reconstructions)
 
     def __repr__(self) -> str:
         return f"PSNRAbove({self.db:g})"
@@ -179,12 +200,51 @@ class SSIMAbove:
         self.s = s
 
     def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        return self.score(images, reconstructions) > self.s
+
+    def score(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        """[B] the SSIM."""
         from .eval.metrics import ssim
 
-        return ssim(images, reconstructions.clamp(0, 1)).to(images.device) > self.s
+        return ssim(images, reconstructions.clamp(0, 1)).to(images.device)
 
     def __repr__(self) -> str:
         return f"SSIMAbove({self.s:g})"
+
+
+class Stalled:
+    """A pixel rule, or more tokens stopped helping: a length is accepted when `rule` accepts it, or
+    when its last block of tokens raised the rule's score (`rule.score`: SSIM, PSNR, minus L1 or
+    MSE) by less than `gain` over the length before it. Written `ssim:0.48+gain:0.001`.
+
+    An image whose reconstruction never meets `rule` then stops where its quality levels off instead
+    of taking the longest length, so the lengths of hard images differ too (the bundled default
+    model's rule; benchmarks/results/default_model_log.md, section 12). Being judged against the
+    length before, it is called as `c(images, reconstructions, previous)` (`looks_back`), with
+    `previous` None at the first length, which only `rule` can accept.
+    """
+
+    looks_back = True
+
+    def __init__(self, rule, gain: float):
+        if not callable(getattr(rule, "score", None)):
+            raise ValueError(f"a gain needs a rule with a score (l1, mse, psnr or ssim), got {rule!r}")
+        gain = float(gain)
+        if not (math.isfinite(gain) and gain >= 0):  # below 0 no block would ever count as stalled
+            raise ValueError(f"Stalled needs a gain of at least 0 (e.g. 0.001), got {gain}")
+        self.rule, self.gain = rule, gain
+        self.name = rule.name
+
+    def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor,
+                 previous: torch.Tensor | None) -> torch.Tensor:
+        accepted = self.rule(images, reconstructions)
+        if previous is None:
+            return accepted
+        gained = self.rule.score(images, reconstructions) - self.rule.score(images, previous)
+        return accepted | (gained < self.gain)
+
+    def __repr__(self) -> str:
+        return f"Stalled({self.rule!r}, gain={self.gain:g})"
 
 
 class ConfidenceAbove:
@@ -249,11 +309,16 @@ class EightBit:
     def of(cls, criterion, truncate: bool = False):
         return cls(criterion, truncate) if needs_pixels(criterion) else criterion
 
-    def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor, *previous) -> torch.Tensor:
+        # previous: the reconstructions at the length before, for a rule that `looks_back` (Stalled)
         # float64, as `alit eval` and `alit demo` score: the same numbers as their tables (MPS has no float64)
         wide = torch.float32 if images.device.type == "mps" else torch.float64
+        return self.criterion(images.to(wide), *(None if r is None else self._png(r, wide)
+                                                 for r in (reconstructions, *previous)))
+
+    def _png(self, reconstructions: torch.Tensor, wide: torch.dtype) -> torch.Tensor:
         scaled = reconstructions.to(wide).clamp(0, 1) * 255
-        return self.criterion(images.to(wide), (scaled.floor() if self.truncate else scaled.round()) / 255)
+        return (scaled.floor() if self.truncate else scaled.round()) / 255
 
     def __getattr__(self, name):  # threshold, db, name ... of the wrapped rule
         if name == "criterion":
@@ -273,9 +338,13 @@ def parse_criterion(spec: str, model=None):
     (ConfidenceAbove) and `code:T` (CodeErrorBelow). Raises AlitError when malformed, out of
     range, or (given `model`) unusable with that model (`conf` needs a VQGAN base)."""
     usage = ("expected NAME:VALUE with NAME one of l1, psnr, mse, ssim, conf, code "
-             "(e.g. l1:0.07, psnr:30, mse:0.01, ssim:0.5, conf:0.6, code:0.05)")
+             "(e.g. l1:0.07, psnr:30, mse:0.01, ssim:0.5, conf:0.6, code:0.05), optionally followed by "
+             "+gain:G for a pixel rule (e.g. ssim:0.5+gain:0.001)")
     if not isinstance(spec, str):
         raise AlitError(f"bad criterion {spec!r}: {usage}")
+    head, plus, tail = spec.strip().partition("+")
+    if plus:
+        return _stalled(spec, parse_criterion(head, model), tail, usage)
     name, sep, value = spec.strip().partition(":")
     if not sep or name.lower() not in CRITERIA:
         raise AlitError(f"bad criterion {spec!r}: {usage}")
@@ -290,6 +359,20 @@ def parse_criterion(spec: str, model=None):
         raise AlitError(f"criterion {spec!r}: conf judges the decoder's base-token ids, which a VAE-based "
                         f"model has none of; use code:T (or l1, psnr, mse, ssim)")
     return rule
+
+
+def _stalled(spec: str, rule, tail: str, usage: str) -> Stalled:
+    """`RULE+gain:G` -> Stalled(rule, G), or an AlitError saying what is wrong."""
+    key, sep, value = tail.strip().partition(":")
+    if key.strip().lower() != "gain" or not sep:
+        raise AlitError(f"bad criterion {spec!r}: after '+' comes gain:G (e.g. +gain:0.001); {usage}")
+    if not needs_pixels(rule):
+        raise AlitError(f"bad criterion {spec!r}: a gain judges how much the reconstruction improved, so it "
+                        f"goes with a pixel rule (l1, psnr, mse, ssim), not {rule.name}")
+    try:
+        return Stalled(rule, float(value))
+    except ValueError as e:
+        raise AlitError(f"bad criterion {spec!r}: {e if value.strip() else usage}") from None
 
 
 def model_criterion(model, truncate: bool = False):
@@ -322,9 +405,11 @@ def first_accepted(criterion, images: torch.Tensor, reconstructions) -> torch.Te
     T = len(reconstructions) if roll is None else len(roll.latents)
     B, device = images.shape[0], images.device
     answers = []
+    back = looks_back(criterion)
     for i in range(T - 1):
         if pixels:
-            answers.append(ask_criterion(criterion, images, reconstructions[i]))
+            previous = (reconstructions[i - 1] if i else None,) if back else ()
+            answers.append(ask_criterion(criterion, images, reconstructions[i], *previous))
         else:
             inp = CriterionInput(images, roll.lengths[i], roll.latents[i],
                                  None if roll.logits is None else roll.logits[i], roll.codes[i],

@@ -80,8 +80,9 @@ def run_demo(tok, out: str | Path, criterion: str | None = None, batch_size: int
         "images": records,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    _error_plot(summary, out / "l1.png", "l1", rule.threshold if isinstance(rule, L1Below) else None)
-    _error_plot(summary, out / "ssim.png", "ssim", rule.s if isinstance(rule, SSIMAbove) else None)
+    base_rule = getattr(rule, "rule", rule)  # a Stalled rule's threshold is its rule's
+    _error_plot(summary, out / "l1.png", "l1", base_rule.threshold if isinstance(base_rule, L1Below) else None)
+    _error_plot(summary, out / "ssim.png", "ssim", base_rule.s if isinstance(base_rule, SSIMAbove) else None)
     _complexity_plot(summary, out / "scatter.png")
     _page(summary).write(out / "index.html")
     return summary

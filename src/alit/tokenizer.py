@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
-from .criteria import CriterionInput, ask_criterion, needs_pixels
+from .criteria import CriterionInput, ask_criterion, looks_back, needs_pixels
 from .encoding import Encoding, model_fingerprint
 from .model.alit import ALIT, Rollout, check_images, compute_dtype
 from .model.halting import Halting
@@ -38,7 +38,9 @@ class AdaptiveTokenizer(ALIT):
             the model's own rule (`config.criterion`, judged on 8-bit reconstructions as the `alit`
             commands judge it: `alit.criteria.model_criterion`). A criterion with
             `needs_pixels = False` (`alit.ConfidenceAbove`, `alit.CodeErrorBelow`) is called as
-            `c(inp)` with an `alit.CriterionInput` instead, and no pixels are decoded for it.
+            `c(inp)` with an `alit.CriterionInput` instead, and no pixels are decoded for it; one
+            with `looks_back = True` (`alit.Stalled`) as `c(images, reconstructions, previous)`,
+            with the reconstructions at the length before (None at the first).
         halting: as `rollout` (None: the model's default). generator: VAE posterior sampling.
         dtype: compute in torch.bfloat16 / torch.float16 under autocast (the weights stay as they
             are; latents are returned in the model's dtype).
@@ -93,6 +95,7 @@ class AdaptiveTokenizer(ALIT):
         state = self.start(images, generator)
         active = torch.arange(B, device=device)  # caller's rows still in the batch
         subset = images  # the caller's images still in the batch
+        previous = None  # their reconstructions at the length before, for a criterion that looks back
         for t in range(T):
             last = t == T - 1
             # the decoder's prediction is needed only to judge a length (tokens need no decoder)
@@ -103,7 +106,7 @@ class AdaptiveTokenizer(ALIT):
             elif num_tokens is not None:
                 done = need[active] == t + 1
             else:
-                done = self._judge(criterion, subset, step, state, L0 * (t + 1))
+                done, previous = self._judge(criterion, subset, step, state, L0 * (t + 1), previous)
             done = done & ~finished[active]  # only without compaction is an active image finished
             L, rows = L0 * (t + 1), active[done]
             lengths[rows] = L
@@ -118,19 +121,23 @@ class AdaptiveTokenizer(ALIT):
                 keep = ~done
                 state.select(keep)
                 active, subset = active[keep], subset[keep]
+                previous = None if previous is None else previous[keep]
                 halt.rows = active
         Lmax = int(lengths.max())
         return Encoding(lengths, None if ids is None else ids[:, :Lmax], latents[:, :Lmax], t + 1,
                         model_fingerprint(self), None if ids is None else self.config.codebook_size)
 
-    def _judge(self, criterion, images: torch.Tensor, step, state, num_tokens: int) -> torch.Tensor:
-        """The criterion's answer [b] for the images still in the batch at this length."""
+    def _judge(self, criterion, images: torch.Tensor, step, state, num_tokens: int, previous):
+        """(the criterion's answer [b] for the images still in the batch at this length, their
+        reconstructions when the criterion looks back, for the next length; else None)."""
         if needs_pixels(criterion):
             recons = self.codes_to_images(step.codes)  # [b, 3, H, W] raw
-            return ask_criterion(criterion, images, recons)
+            if looks_back(criterion):
+                return ask_criterion(criterion, images, recons, previous), recons
+            return ask_criterion(criterion, images, recons), None
         inp = CriterionInput(images, num_tokens, step.latents, step.logits, step.codes, state.targets,
                              probs=step.probs, decode=self.codes_to_images)
-        return ask_criterion(criterion, inp)
+        return ask_criterion(criterion, inp), None
 
     @torch.no_grad()
     def decode(self, enc: Encoding, *, batched: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
