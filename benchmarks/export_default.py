@@ -1,6 +1,6 @@
 """Export a trained ALIT run as the bundled default model, its length rule calibrated on training photos.
 
-    python benchmarks/export_default.py RUN --data PHOTOS/train --out src/alit/assets/default [--rule ssim]
+    python benchmarks/export_default.py RUN --data PHOTOS/train --out src/alit/assets/default [--rule ssim] [--stall]
 
 RUN is a `alit train finetune` (or distill) run folder; its EMA weights are taken. A model with
 latent_norm gets its running statistics recomputed over the training photos first: stage 2 trains
@@ -10,7 +10,11 @@ behind it (measured: held-out L1 rising from 0.106 at 32 tokens to 0.156 at 128 
 The length rule is `l1:T` (`--rule l1`) or `ssim:S` (`--rule ssim`), scored as `alit demo` scores
 (resize-crop, reconstructions rounded to 8 bits). Its threshold is the one under which the training
 photos (never the held-out ones) spread their lengths most evenly (`spread_threshold`;
-`--length-index I` takes the median error at length I instead). Prints, for the training photos,
+`--length-index I` takes the median error at length I instead). `--stall` adds `+gain:G` (`alit.Stalled`):
+a length is also accepted when its last block of tokens lowered the error by less than G, so photos
+that never meet the threshold stop where more tokens stop helping them; G is the one (0 to 0.01, in
+steps of 0.0005) under which the training photos' lengths spread most evenly given the threshold
+(`spread_gain`: the largest entropy of their histogram). Prints, for the training photos,
 the per-length mean error, the histogram of lengths the rule chooses, and the Spearman rank
 correlation of those lengths with the photos' PNG bits per pixel (what `alit demo` reports on the
 held-out ones).
@@ -60,6 +64,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rule", choices=sorted(RULES), default="l1", help="the kind of length rule (default l1)")
     ap.add_argument("--length-index", type=int, default=None,
                     help="the median error at this length sets the threshold (default: the most even spread)")
+    ap.add_argument("--stall", action="store_true",
+                    help="also stop where the last block of tokens gained less than a gain calibrated on the photos")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tok = load(args.run).eval()
@@ -73,14 +79,18 @@ def main(argv=None) -> None:
     else:
         index = args.length_index
         threshold = float(np.round(np.median(errors[:, index]), 4))
-    chosen = [lengths[i] for i in threshold_choice(errors, threshold)]
+    gain = spread_gain(errors, threshold) if args.stall else None
+    chosen = [lengths[i] for i in (threshold_choice(errors, threshold) if gain is None
+                                   else stalled_choice(errors, threshold, gain))]
     spec = f"l1:{threshold}" if args.rule == "l1" else f"ssim:{round(1 - threshold, 4)}"
+    if gain is not None:
+        spec += f"+gain:{gain:g}"
     config = tok.config.replace(criterion=spec)
     save(tok.state_dict(), config, args.out,
          source=f"alit train (bundled default; criterion {config.criterion} calibrated on the "
                 f"{len(errors)} training photos)")
     rank = correlation(chosen, bpp.tolist())
-    report = {"criterion": spec, "threshold": threshold, "calibration_length": None if index is None else lengths[index],
+    report = {"criterion": spec, "threshold": threshold, "gain": gain, "calibration_length": None if index is None else lengths[index],
               "photos": len(errors),
               f"mean_{'l1' if args.rule == 'l1' else '1-ssim'}": {str(L): float(errors[:, i].mean())
                                                                    for i, L in enumerate(lengths)},
@@ -100,6 +110,29 @@ def spread_threshold(errors: np.ndarray) -> float:
         key = (counts.max() / len(errors), -(counts > 0).sum())
         if best is None or key < best[0]:
             best = (key, t)
+    return best[1]
+
+
+def stalled_choice(errors: np.ndarray, threshold: float, gain: float) -> np.ndarray:
+    """`alit.Stalled`'s choice on errors [images, lengths]: the first length whose error is below
+    `threshold` or, after the first, fell by less than `gain` from the length before; the last where none is."""
+    errors = np.asarray(errors)
+    ok = errors < threshold
+    ok[:, 1:] |= errors[:, :-1] - errors[:, 1:] < gain
+    ok[:, -1] = True
+    return ok.argmax(1)
+
+
+def spread_gain(errors: np.ndarray, threshold: float) -> float:
+    """The gain (0 to 0.01, steps of 0.0005) under which, with `threshold`, the training photos'
+    lengths spread most evenly: the largest entropy of their histogram, the smallest gain on a tie."""
+    best = None
+    for gain in np.round(np.linspace(0, 0.01, 21), 4):
+        counts = np.bincount(stalled_choice(errors, threshold, gain), minlength=errors.shape[1])
+        p = counts[counts > 0] / len(errors)
+        entropy = float(-(p * np.log2(p)).sum())
+        if best is None or entropy > best[0] + 1e-12:
+            best = (entropy, float(gain))
     return best[1]
 
 
