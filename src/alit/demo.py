@@ -167,8 +167,9 @@ def _page(summary: dict) -> Page:
                   f"lengths {', '.join(map(str, lengths))}"),
         ("photos", f"{len(records)} held-out photos bundled with alit (never trained on)"),
         ("preprocessing", summary["protocol"]),
-        ("length rule", f"{summary['criterion']}: the shortest length whose 8-bit reconstruction passes it, "
-                        f"the longest when none does"),
+        ("length rule", f"{summary['criterion']}: the shortest length whose 8-bit reconstruction passes it"
+                        + (" or whose block of tokens gained less than the gain" if "+" in summary["criterion"] else "")
+                        + ", the longest when none does"),
         ("base tokenizer (the ceiling)",
          f"L1 {summary['base']['l1']:.4f}, PSNR {summary['base']['psnr']:.2f} dB, SSIM {summary['base']['ssim']:.3f}: "
          f"the base decoding its own "
