@@ -9,7 +9,7 @@
 # 2. `alit train base --config default`      the KL-VAE (60 min)
 # 3. `alit train distill --config default`   stage 1 (55 min)
 # 4. `alit train finetune --config default`  stage 2 (15 min)
-# 5. benchmarks/export_default.py            the length rule (ssim:S, as the shipped model), calibrated on the training photos only,
+# 5. benchmarks/export_default.py            the length rule (ssim:S+gain:G, as the shipped model), calibrated on the training photos only,
 #                                            and the model written to EXPORT (default: the bundled folder)
 # 6. `alit demo`                             the figures on the held-out photos, WORK_DIR/demo
 # A stage whose run folder exists is resumed (`--resume`), so a killed run loses at most one
@@ -44,6 +44,6 @@ stage base "$W/base" "${BASE_SET:-}"
 stage distill "$W/distill" "${DISTILL_SET:-}" --base "$W/base"
 stage finetune "$W/finetune" "${FINETUNE_SET:-}" --init "$W/distill"
 say "export: the length rule from the training photos -> $EXPORT"
-$PY benchmarks/export_default.py "$W/finetune" --data "$W/small/train" --out "$EXPORT" --rule ssim | tee "$W/export.json"
+$PY benchmarks/export_default.py "$W/finetune" --data "$W/small/train" --out "$EXPORT" --rule ssim --stall | tee "$W/export.json"
 $PY -m alit demo --checkpoint "$EXPORT" --out "$W/demo"
 say "finished: $W/demo/index.html"
