@@ -426,8 +426,9 @@ def _add_eval_parsers(sub, data) -> None:
     s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
                    help="the adaptive mode's rule: l1:T (the paper's), psnr:DB, mse:T, ssim:S, judged on the 8-bit "
                    "reconstruction the protocol scores, or the pixel-free conf:P, code:T (default: the model's "
-                   "own, l1:0.07 for the paper's models). A pixel rule can add +gain:G: a length is also "
-                   "good enough once its block of tokens gained less than G (e.g. ssim:0.48+gain:0.001)")
+                   "own, l1:0.07 for the paper's models). A pixel rule can add "
+                   "+gain:G: a length is also good enough once its block of tokens gained less than G "
+                   "(e.g. ssim:0.48+gain:0.001)")
     s.add_argument("--protocol", choices=("resize-crop", "center-crop"), default="resize-crop",
                    help="preprocessing (default resize-crop); see above")
     s.add_argument("--fid-weights", default=None, metavar="PATH",
@@ -565,9 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
                    help="when a length is good enough: l1:T (8-bit L1 below T, the paper's rule), psnr:DB, "
                    "mse:T, ssim:S, judged on the 8-bit reconstruction, or the pixel-free conf:P (VQGAN-based models), "
-                   "code:T (default: the model's own, l1:0.07 for the paper's models)."
-                   " A pixel rule can add +gain:G: a length is also "
-                   "good enough once its block of tokens gained less than G (e.g. ssim:0.48+gain:0.001)")
+                   "code:T (default: the model's own, l1:0.07 for the paper's models). A pixel rule can add "
+                   "+gain:G: a length is also good enough once its block of tokens gained less than G "
+                   "(e.g. ssim:0.48+gain:0.001)")
     _add_model_args(s, batch_size=8)
     s.set_defaults(func=cmd_reconstruct)
 
@@ -581,9 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="alit-demo", metavar="DIR", help="output folder (default alit-demo)")
     s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
                    help="which length each photo gets: l1:T, psnr:DB, mse:T, ssim:S judged on the 8-bit "
-                   "reconstruction, or the pixel-free conf:P, code:T (default: the model's own)."
-                   " A pixel rule can add +gain:G: a length is also "
-                   "good enough once its block of tokens gained less than G (e.g. ssim:0.48+gain:0.001)")
+                   "reconstruction, or the pixel-free conf:P, code:T (default: the model's own). A pixel rule can add "
+                   "+gain:G: a length is also good enough once its block of tokens gained less than G "
+                   "(e.g. ssim:0.48+gain:0.001)")
     _add_model_args(s, batch_size=16)
     s.set_defaults(func=cmd_demo)
 

@@ -136,9 +136,9 @@ def add_parsers(sub) -> None:
     s.add_argument("--num-tokens", type=int, default=None, metavar="N", help="every image gets N tokens")
     s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
                    help="the shortest length this rule accepts, per image: l1:T, psnr:DB, mse:T, ssim:S judged on the "
-                   "8-bit reconstruction, or the pixel-free conf:P, code:T (default: the model's own)."
-                   " A pixel rule can add +gain:G: a length is also "
-                   "good enough once its block of tokens gained less than G (e.g. ssim:0.48+gain:0.001)")
+                   "8-bit reconstruction, or the pixel-free conf:P, code:T (default: the model's own). A pixel rule "
+                   "can add +gain:G: a length is also good enough once its block of tokens gained less than G "
+                   "(e.g. ssim:0.48+gain:0.001)")
     s.add_argument("--mean-tokens", type=float, default=None, metavar="N",
                    help="a budget for the whole data set: lengths that make the total L1 smallest with a mean "
                    "of at most N tokens (a first pass measures every image at every length)")
