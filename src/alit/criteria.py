@@ -118,7 +118,15 @@ def psnr(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse_error(images, reconstructions))
 
 
-class L1Below:
+class ScoredRule:
+    """A pixel rule that thresholds a score per image: `score(images, reconstructions)` [B], higher is
+    better, and `passes(score)`. `Stalled` reads the score, once per length, to see what a block gained."""
+
+    def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        return self.passes(self.score(images, reconstructions))
+
+
+class L1Below(ScoredRule):
     """The paper's rule: the raw reconstruction's mean absolute error is below `threshold`.
 
     The error is measured on the unclamped base-decoder output, as the paper's code does.
@@ -129,18 +137,18 @@ class L1Below:
     def __init__(self, threshold: float = 0.07):
         self.threshold = _positive(threshold, "L1Below threshold")  # raw errors are unbounded
 
-    def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-        return l1_error(images, reconstructions) < self.threshold
-
     def score(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         """[B], higher is better: minus the L1 error."""
         return -l1_error(images, reconstructions)
+
+    def passes(self, score: torch.Tensor) -> torch.Tensor:
+        return -score < self.threshold
 
     def __repr__(self) -> str:
         return f"L1Below({self.threshold:g})"
 
 
-class MSEBelow:
+class MSEBelow(ScoredRule):
     """The mean squared error of the reconstruction, clamped to [0, 1] as `decode` returns it, is
     below `threshold`."""
 
@@ -149,18 +157,18 @@ class MSEBelow:
     def __init__(self, threshold: float):
         self.threshold = _positive(threshold, "MSEBelow threshold")
 
-    def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-        return mse_error(images, reconstructions) < self.threshold
-
     def score(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         """[B], higher is better: minus the MSE."""
         return -mse_error(images, reconstructions)
+
+    def passes(self, score: torch.Tensor) -> torch.Tensor:
+        return -score < self.threshold
 
     def __repr__(self) -> str:
         return f"MSEBelow({self.threshold:g})"
 
 
-class PSNRAbove:
+class PSNRAbove(ScoredRule):
     """The PSNR of the reconstruction, clamped to [0, 1] as `decode` returns it, is above `db`."""
 
     name = "psnr"
@@ -171,18 +179,18 @@ class PSNRAbove:
             raise ValueError(f"PSNRAbove needs a positive, finite number of dB (e.g. 30), got {db}")
         self.db = db
 
-    def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-        return psnr(images, reconstructions) > self.db
-
     def score(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         """[B] the PSNR in dB."""
         return psnr(images, reconstructions)
+
+    def passes(self, score: torch.Tensor) -> torch.Tensor:
+        return score > self.db
 
     def __repr__(self) -> str:
         return f"PSNRAbove({self.db:g})"
 
 
-class SSIMAbove:
+class SSIMAbove(ScoredRule):
     """The SSIM of the reconstruction, clamped to [0, 1], is above `s` (0 < s < 1): torchmetrics'
     SSIM, as `alit eval` reports it (Gaussian 11x11 window, sigma 1.5, mean over channels).
 
@@ -199,14 +207,14 @@ class SSIMAbove:
             raise ValueError(f"SSIMAbove needs a number in (0, 1), got {s}")
         self.s = s
 
-    def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-        return self.score(images, reconstructions) > self.s
-
     def score(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         """[B] the SSIM."""
         from .eval.metrics import ssim
 
         return ssim(images, reconstructions.clamp(0, 1)).to(images.device)
+
+    def passes(self, score: torch.Tensor) -> torch.Tensor:
+        return score > self.s
 
     def __repr__(self) -> str:
         return f"SSIMAbove({self.s:g})"
@@ -227,7 +235,7 @@ class Stalled:
     looks_back = True
 
     def __init__(self, rule, gain: float):
-        if not callable(getattr(rule, "score", None)):
+        if not isinstance(rule, ScoredRule):
             raise ValueError(f"a gain needs a rule with a score (l1, mse, psnr or ssim), got {rule!r}")
         gain = float(gain)
         if not (math.isfinite(gain) and gain >= 0):  # below 0 no block would ever count as stalled
@@ -237,11 +245,10 @@ class Stalled:
 
     def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor,
                  previous: torch.Tensor | None) -> torch.Tensor:
-        accepted = self.rule(images, reconstructions)
+        score = self.rule.score(images, reconstructions)  # once: it both passes and gains
         if previous is None:
-            return accepted
-        gained = self.rule.score(images, reconstructions) - self.rule.score(images, previous)
-        return accepted | (gained < self.gain)
+            return self.rule.passes(score)
+        return self.rule.passes(score) | (score - self.rule.score(images, previous) < self.gain)
 
     def __repr__(self) -> str:
         return f"Stalled({self.rule!r}, gain={self.gain:g})"
