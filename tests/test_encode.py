@@ -429,14 +429,16 @@ def test_encode_gives_a_rule_that_looks_back_each_images_reconstruction_before(t
 @pytest.mark.parametrize("spec, expected", [("l1:0.07", "L1Below(0.07)"), ("psnr:30", "PSNRAbove(30)"),
                                             ("MSE:0.01", "MSEBelow(0.01)"), ("ssim:0.5", "SSIMAbove(0.5)"),
                                             ("ssim:0.4784+gain:0.001", "Stalled(SSIMAbove(0.4784), gain=0.001)"),
-                                            (" l1:0.07 + GAIN:0 ", "Stalled(L1Below(0.07), gain=0)")])
+                                            (" l1:0.07 + GAIN:0 ", "Stalled(L1Below(0.07), gain=0)"),
+                                            ("psnr:1e+1", "PSNRAbove(10)"),
+                                            ("l1:5e-2+gain:1e+0", "Stalled(L1Below(0.05), gain=1)")])
 def test_parse_criterion(spec, expected):
     assert repr(parse_criterion(spec)) == expected
 
 
 @pytest.mark.parametrize("spec", ["l1", "l2:0.1", "l1:abc", "l1:-1", "psnr:inf", "ssim:1", "ssim:0", "",
                                   "ssim:0.5+gain", "ssim:0.5+gain:-0.1", "ssim:0.5+gain:x", "ssim:0.5+loss:0.1",
-                                  "conf:0.6+gain:0.01", "ssim:2+gain:0.01"])
+                                  "conf:0.6+gain:0.01", "ssim:2+gain:0.01", "ssim:0.5+", "ssim:0.5+0.001"])
 def test_parse_bad_criterion(spec):
     with pytest.raises(AlitError, match="bad criterion"):
         parse_criterion(spec)

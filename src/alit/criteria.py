@@ -30,6 +30,7 @@ unclamped reconstruction (the paper's code does so for L1).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import torch
@@ -340,6 +341,10 @@ CRITERIA = {c.name: c for c in (L1Below, PSNRAbove, MSEBelow, SSIMAbove, Confide
 PIXEL_FREE = tuple(name for name, c in CRITERIA.items() if not needs_pixels(c))
 
 
+# the '+' before a gain, not an exponent's sign (psnr:1e+1 is a threshold; psnr:1e+1+gain:0.1 has a gain)
+_GAIN_SPLIT = re.compile(r"(?<![0-9.][eE])\+")
+
+
 def parse_criterion(spec: str, model=None):
     """`"l1:0.07"` -> L1Below(0.07); likewise `psnr:DB`, `mse:T`, `ssim:S` and the pixel-free `conf:P`
     (ConfidenceAbove) and `code:T` (CodeErrorBelow). Raises AlitError when malformed, out of
@@ -349,9 +354,9 @@ def parse_criterion(spec: str, model=None):
              "+gain:G for a pixel rule (e.g. ssim:0.5+gain:0.001)")
     if not isinstance(spec, str):
         raise AlitError(f"bad criterion {spec!r}: {usage}")
-    head, plus, tail = spec.strip().partition("+")
-    if plus:
-        return _stalled(spec, parse_criterion(head, model), tail, usage)
+    head, *tail = _GAIN_SPLIT.split(spec.strip(), maxsplit=1)
+    if tail:
+        return _stalled(spec, parse_criterion(head, model), tail[0], usage)
     name, sep, value = spec.strip().partition(":")
     if not sep or name.lower() not in CRITERIA:
         raise AlitError(f"bad criterion {spec!r}: {usage}")
