@@ -21,7 +21,7 @@ def test_grown_model_computes_the_same_and_its_new_blocks_learn(tmp_path, capsys
     with torch.no_grad():
         before, after = tok.rollout(images, "off"), grown.rollout(images, "off")
     for a, b in zip(before.codes + before.reconstructions, after.codes + after.reconstructions):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)  # fp32 rounding differs between CPUs' kernels (4.9e-6 seen)
     grown.train()
     roll = grown.rollout(images, "off", pixels=False)
     sum(((c - roll.targets.codes) ** 2).mean() for c in roll.codes).backward()
