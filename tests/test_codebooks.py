@@ -18,9 +18,9 @@ def test_unused_codes_move_onto_the_worst_served_inputs():
     assert r.usage.tolist() == [4, 0, 0, 0]
     r.observe(z, ids)
     assert r.step_end(2) == 3
-    # codes 1, 2, 3 take the 3 inputs farthest from the old codebook, in value order
+    # codes 1, 2, 3 take the 3 inputs farthest from the old codebook, in the inputs' order
     assert weight[0].tolist() == [0.0, 0.0]
-    assert torch.equal(weight[1:], z[[1, 3, 2]])
+    assert torch.equal(weight[1:], z[[1, 2, 3]])
     assert r.usage.sum() == 0  # a new window
     r.observe(z, torch.tensor([0, 1, 2, 3]))
     assert r.step_end(4) == 0  # all used
@@ -67,3 +67,39 @@ def test_latent_hook_counts_training_calls_only_and_state_round_trips():
     assert not moved[list(used)].any() and moved.sum() == n
     zn = F.normalize(z.reshape(-1, 4), dim=-1)
     assert all(torch.isclose(zn, q.codebook.weight[i]).all(1).any() for i in moved.nonzero().flatten())
+
+
+def test_candidates_keep_the_global_batch_order_across_micro_steps_and_calls():
+    """Two micro-steps of 2 images, two quantiser calls each: the candidates are ordered by image
+    (its place in the step), then call, then position, as one process reading all 4 images in one
+    micro-step would order them; rounding-size changes of the inputs move no code to another input."""
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(4, 3, 2), torch.randn(4, 2, 2)  # the step's 4 images, calls of 3 and 2 tokens
+    ids1, ids2 = torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, 2, dtype=torch.long)
+
+    def restart(chunks, noise=0.0):
+        weight = torch.nn.Parameter(torch.zeros(30, 2))
+        r = DeadCodeRestarter(weight, every=1, normalize=False)
+        for sl in chunks:
+            r.begin_micro_step()
+            r.observe(z1[sl] + noise, ids1[sl])
+            r.observe(z2[sl] + noise, ids2[sl])
+        assert r.step_end(1) == 20
+        return weight.detach()[1:21]
+
+    one = restart([slice(0, 4)])
+    expected = torch.cat([z1, z2], 1).reshape(-1, 2)  # image-major, then call, then position
+    assert torch.equal(one, expected)
+    assert torch.equal(restart([slice(0, 2), slice(2, 4)]), one)
+    assert torch.allclose(restart([slice(0, 4)], noise=1e-6), one, atol=1e-5)
+
+
+def test_max_pool_keeps_the_first_images_of_the_step():
+    weight = torch.nn.Parameter(torch.zeros(10, 2))
+    r = DeadCodeRestarter(weight, every=1, normalize=False, max_pool=4)
+    z = torch.arange(1.0, 17.0).reshape(4, 2, 2)  # 4 images x 2 vectors
+    for sl in (slice(0, 2), slice(2, 4)):
+        r.begin_micro_step()
+        r.observe(z[sl], torch.zeros(2, 2, dtype=torch.long))
+    assert r.step_end(1) == 4
+    assert torch.equal(weight.detach()[1:5], z[:2].reshape(-1, 2))

@@ -6,10 +6,16 @@ cell, the other codes get no gradient, and the code carries no information (the 
 latent quantiser chose one code for every image before this). Restarting unused codes on real
 inputs (as Jukebox and later VQ work do) keeps the codebook in use. It runs in training only, on
 every process alike: usage is summed over processes and the candidate vectors gathered from all of
-them, and the choice (largest distance to the nearest code) does not depend on their order, so
-1 process and N processes with the same global batch restart the same codes.
+them in the order of the images' places in the global batch (alit/data/sampler.py), so 1
+process and N processes with the same global batch see the same candidates in the same order.
+Every decision that could hang on a rounding difference between such runs is taken by that order:
+the codes take their candidates in batch order (never in the order of their errors or values), so
+when every candidate is taken (the common case early on) the restart is the same to the last bit
+of its inputs, and otherwise a near-tie at the cut changes one candidate, not the others' places.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +27,11 @@ from . import dist
 class DeadCodeRestarter:
     """Restarts the unused rows of the codebook `weight` [K, d].
 
-    The training step reports what the quantiser saw with `observe(z, ids)`; `normalize` says the
-    quantiser compares L2-normalised vectors (the latent quantiser) rather than raw ones (VQGAN).
+    The training loop calls `begin_micro_step()` before each micro-step's forward; the forward
+    reports what the quantiser saw with `observe(z, ids)`, z [B, ..., d] with the micro-batch's
+    images first; `normalize` says the quantiser compares L2-normalised vectors (the latent
+    quantiser) rather than raw ones (VQGAN). At most about `max_pool` candidates are kept: those of
+    the step's first images.
     """
 
     def __init__(self, weight: nn.Parameter, every: int, normalize: bool, max_pool: int = 8192):
@@ -31,12 +40,33 @@ class DeadCodeRestarter:
         # restart, of all processes; `step_usage` of this process, this step
         self.usage = torch.zeros(weight.shape[0], dtype=torch.long, device=weight.device)
         self.step_usage = torch.zeros_like(self.usage)
-        self.pool: list[torch.Tensor] = []  # this step's inputs, as given
+        self.pool: list[list[torch.Tensor]] = []  # per micro-step, its calls' inputs [B, n, d]
+
+    def begin_micro_step(self) -> None:
+        self.pool.append([])
 
     def observe(self, z: torch.Tensor, ids: torch.Tensor) -> None:
-        """Input vectors z [..., d] and the ids [...] they were given."""
+        """Input vectors z [B, ..., d] and the ids [B, ...] they were given."""
         self.step_usage += torch.bincount(ids.detach().reshape(-1), minlength=len(self.usage))
-        self.pool.append(z.detach())
+        if not self.pool:
+            self.begin_micro_step()
+        self.pool[-1].append(z.detach().reshape(z.shape[0], -1, z.shape[-1]))
+
+    def _candidates(self) -> torch.Tensor:
+        """The step's input vectors of every process [P, d], ordered by (the image's place in the
+        global batch, call, position): micro-step m of rank r holds places m W M + r M + [0, M)."""
+        d, world, rank = self.weight.shape[1], dist.world_size(), dist.rank()
+        blocks = []
+        for m, calls in enumerate(self.pool):
+            rows = torch.cat(calls, 1).float() if calls else self.weight.new_zeros(0, 1, d).float()
+            M, R = rows.shape[:2]  # [M, R, d]: image-major
+            first = m * world * M + rank * M  # this block's first place in the global batch
+            keep = max(0, min(M, math.ceil(self.max_pool / max(R, 1)) - first))
+            blocks.append(rows[:keep].reshape(-1, d))
+        if world > 1:  # the blocks of (micro-step, rank), in that order
+            per_rank = dist.gather_objects([b.cpu() for b in blocks])
+            blocks = [per_rank[r][m].to(self.weight.device) for m in range(len(blocks)) for r in range(world)]
+        return torch.cat(blocks) if blocks else self.weight.new_zeros(0, d).float()
 
     @torch.no_grad()
     def step_end(self, step: int) -> int:
@@ -45,32 +75,31 @@ class DeadCodeRestarter:
         # summed over processes every step, so a checkpoint (written by rank 0) holds everyone's
         self.usage += dist.all_reduce_sum(self.step_usage)
         self.step_usage.zero_()
-        pool, self.pool = self.pool, []  # the candidates are the inputs of the restart step itself
         if self.every <= 0 or step % self.every:
+            self.pool = []
             return 0
+        pool = self._candidates()  # the candidates are the inputs of the restart step itself
+        self.pool = []
         usage = self.usage.clone()
         self.usage.zero_()
-        d = self.weight.shape[1]
-        pool = torch.cat([z.reshape(-1, d) for z in pool])[-self.max_pool:].float() if pool else self.weight.new_zeros(0, d)
-        if self.normalize:
-            pool = F.normalize(pool, dim=-1)
-        pool = dist.all_gather_cat(pool)
         dead = (usage == 0).nonzero().flatten()
         if len(dead) == 0 or len(pool) == 0:
             return 0
+        if self.normalize:
+            pool = F.normalize(pool, dim=-1)
+        # equal candidates count once, at their first place
+        _, inverse = torch.unique(pool, dim=0, return_inverse=True)
+        places = torch.arange(len(pool), device=pool.device)
+        first = torch.full((int(inverse.max()) + 1,), len(pool), device=pool.device).scatter_reduce(
+            0, inverse, places, "amin")
+        pool = pool[first.sort().values]
         codes = self.weight.detach().float()
         if self.normalize:
             codes = F.normalize(codes, dim=-1)
         error = torch.cdist(pool, codes).min(1).values  # [P] distance to the nearest code
-        # distinct candidates, worst served first; ties broken by value, never by position
-        pool, inverse = torch.unique(pool, dim=0, return_inverse=True)
-        error = torch.zeros(len(pool), device=pool.device).scatter_reduce(0, inverse, error, "amax")
-        order = torch.argsort(error, descending=True, stable=True)[:len(dead)]
-        dead = dead[:len(order)]
-        # the chosen go to the dead codes in value order (unique sorts), not error order: two
-        # near-equal errors would swap places between runs that differ only by rounding
-        chosen = torch.unique(pool[order], dim=0)
-        self.weight.data[dead] = chosen.to(self.weight.dtype)
+        chosen = torch.argsort(error, descending=True, stable=True)[:len(dead)].sort().values  # batch order
+        dead = dead[:len(chosen)]
+        self.weight.data[dead] = pool[chosen].to(self.weight.dtype)
         return len(dead)
 
     def state_dict(self) -> dict:

@@ -118,10 +118,3 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         tdist.all_reduce(values)
     return values
-
-
-def all_gather_cat(rows: torch.Tensor) -> torch.Tensor:
-    """Every process's rows [M_r, ...] concatenated in rank order (M_r may differ)."""
-    if world_size() == 1:
-        return rows
-    return torch.cat([r.to(rows.device) for r in gather_objects(rows.cpu())])
