@@ -272,7 +272,8 @@ def test_fit_to_time_fits_the_schedule_to_the_measured_pace():
     from alit.train.loop import fit_to_time
 
     assert fit_to_time(100.0, 10.0, 0, 20, 10_000, 10_000) == 200  # 0.5 s/step: 200 steps in 100 s
-    assert fit_to_time(100.0, 10.0, 0, 21, 10_000, 10_000) == 10_000  # between fits: unchanged
+    assert fit_to_time(100.0, 10.0, 0, 19, 10_000, 10_000) == 10_000  # before the first fit: unchanged
+    assert fit_to_time(100.0, 11.0, 0, 21, 200, 10_000) == 190  # every step after: slower, shorter
     assert fit_to_time(100.0, 10.0, 0, 20, 150, 150) == 150  # never longer than max_steps
     assert fit_to_time(100.0, 20.0, 0, 200, 230, 10_000) == 1000  # faster than at first: longer again
     assert fit_to_time(100.0, 99.0, 0, 20, 10_000, 10_000) == 21  # too slow: still one more step

@@ -216,6 +216,7 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
 
     batches = iter(train_data.loader)
     step_cap = max_steps  # a max_time run fits its length below this
+    told = None  # the fitted length last logged
     t_last = t_loop = time.time()
     rate = None
     step = start
@@ -233,6 +234,8 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
                 new_skips += [s for s in skipped if s not in skipped_files]
                 skipped_files.update(skipped)
                 images = images.to(device, non_blocking=True)
+                if stage.restarter is not None:
+                    stage.restarter.begin_micro_step()
                 with contextlib.ExitStack() as stack:
                     for mod in stage.ddp_modules():
                         stack.enter_context(dist.no_sync(mod, m < accum - 1))
@@ -299,7 +302,8 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
                     if step == max_steps:
                         monitor.event(f"step {step}: the time budget (max_time {recipe.max_time:g} s) is "
                                       f"spent: stopping here")
-                    else:
+                    elif told is None or abs(fitted - told) > 0.1 * told:  # said again when it moved by 10%
+                        told = fitted
                         monitor.event(f"step {step}: {max_steps} steps fit in max_time {recipe.max_time:g} s; "
                                       f"the lr schedule now ends there")
             if any_new_skips:  # every process agrees (all-reduced), so all join the gather
@@ -340,18 +344,18 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
     return run_dir
 
 
-TIME_FITS = (20, 200, 1000)  # steps after which a max_time run re-fits its length to its pace
+FIT_AFTER = 20  # steps of this process after which a max_time run fits its length to its pace
 
 
 def fit_to_time(max_time: float, elapsed: float, start: int, step: int, max_steps: int, cap: int) -> int:
-    """The run's last step under a wall-clock budget: `step` once the budget is spent; after
-    TIME_FITS steps of this process, as many steps as the pace so far fits in it (up to `cap`,
-    the recipe's max_steps; a later fit may lengthen the run again, since the first steps are
-    the slowest); otherwise max_steps unchanged."""
+    """The run's last step under a wall-clock budget: `step` once the budget is spent; from
+    FIT_AFTER steps of this process on, at every step, as many steps as the mean pace so far fits
+    in it (up to `cap`, the recipe's max_steps), so a run that slows down or speeds up still ends
+    its lr schedule when the budget ends; before that, max_steps unchanged."""
     if elapsed >= max_time:
         return step
     done = step - start
-    if done not in TIME_FITS:
+    if done < FIT_AFTER:
         return max_steps
     fits = start + int(max_time / (elapsed / done))
     return max(step + 1, min(cap, fits))
