@@ -291,5 +291,5 @@ def test_max_time_stops_with_a_checkpoint_and_a_complete_schedule(photos, tmp_pa
     assert [s for s, _ in checkpoint.checkpoints(run)] == [last]  # the end always writes one
     # the cosine schedule was re-fitted to end at the last step: it ends near min_lr
     assert recs[-1]["lr"] < 2.0e-4 < 9.9e-4 < recs[10]["lr"]
-    assert recs[-1]["time"] < 8 + 3  # the budget held, up to one step's pace error
+    assert recs[-1]["time"] - recs[0]["time"] < 8 + 3  # the budget held (from the first step on), up to a step
     assert "steps fit in max_time 8 s" in (run / "train.log").read_text()
