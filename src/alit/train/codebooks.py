@@ -8,10 +8,13 @@ inputs (as Jukebox and later VQ work do) keeps the codebook in use. It runs in t
 every process alike: usage is summed over processes and the candidate vectors gathered from all of
 them in the order of the images' places in the global batch (alit/data/sampler.py), so 1
 process and N processes with the same global batch see the same candidates in the same order.
-Every decision that could hang on a rounding difference between such runs is taken by that order:
-the codes take their candidates in batch order (never in the order of their errors or values), so
-when every candidate is taken (the common case early on) the restart is the same to the last bit
-of its inputs, and otherwise a near-tie at the cut changes one candidate, not the others' places.
+Nothing that could hang on a rounding difference between such runs decides the restart: the
+dead codes take the candidates in batch order (never in the order of their errors or values), and
+when every candidate is taken (the common case early on) which ones are taken does not depend on
+the errors either. What rounding can still change: which of two near-equal codes an input picks,
+hence which codes count as unused, and the cut among candidates with near-equal errors; a run
+whose codes were restarted onto near-equal inputs (latents that barely differ across images) can
+then restart different rows than another process count would.
 """
 from __future__ import annotations
 
