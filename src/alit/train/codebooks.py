@@ -8,7 +8,7 @@ inputs (as Jukebox and later VQ work do) keeps the codebook in use. It runs in t
 every process alike: usage is summed over processes and the candidate vectors gathered from all of
 them in the order of the images' places in the global batch (alit/data/sampler.py), so 1
 process and N processes with the same global batch see the same candidates in the same order.
-Nothing that could hang on a rounding difference between such runs decides the restart: the
+The order is the only tie-breaker, and it is exact across such runs: the
 dead codes take the candidates in batch order (never in the order of their errors or values), and
 when every candidate is taken (the common case early on) which ones are taken does not depend on
 the errors either. What rounding can still change: which of two near-equal codes an input picks,
