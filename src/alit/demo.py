@@ -168,7 +168,7 @@ def _page(summary: dict) -> Page:
         ("photos", f"{len(records)} held-out photos bundled with alit (never trained on)"),
         ("preprocessing", summary["protocol"]),
         ("length rule", f"{summary['criterion']}: the shortest length whose 8-bit reconstruction passes it"
-                        + (" or whose block of tokens gained less than the gain" if "+" in summary["criterion"] else "")
+                        + (" or whose block of tokens gained less than the gain" if "+gain:" in summary["criterion"] else "")
                         + ", the longest when none does"),
         ("base tokenizer (the ceiling)",
          f"L1 {summary['base']['l1']:.4f}, PSNR {summary['base']['psnr']:.2f} dB, SSIM {summary['base']['ssim']:.3f}: "
