@@ -30,6 +30,7 @@ import torch
 import alit
 from alit.criteria import first_accepted, l1_error
 from alit.images import find_images, load_image
+from alit.tokens.budget import threshold_choice
 
 
 def main() -> None:
@@ -82,9 +83,9 @@ def main() -> None:
         grid = torch.quantile(signal.flatten(), torch.linspace(0.02, 0.98, 49)).unique().tolist()
         rows = []
         for thr in grid:
-            ok = signal > thr if direction == "above" else signal < thr  # [n, T]
-            ok[:, -1] = True  # the longest length when none is accepted
-            chosen = ok.int().argmax(1)
+            # the library's threshold rule (the longest length where none passes); "above" as "-signal below"
+            s, t = (-signal, -thr) if direction == "above" else (signal, thr)
+            chosen = torch.from_numpy(threshold_choice(s.numpy(), t))
             rows.append({"threshold": thr, "same_length": (chosen == chosen_l1).float().mean().item(),
                          "mean_tokens": lengths[chosen].float().mean().item(),
                          "mean_abs_diff_tokens": (lengths[chosen] - lengths[chosen_l1]).abs().float().mean().item()})
