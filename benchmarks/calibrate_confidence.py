@@ -81,11 +81,12 @@ def main() -> None:
     best = {}
     for name, (signal, direction, make) in signals.items():
         grid = torch.quantile(signal.flatten(), torch.linspace(0.02, 0.98, 49)).unique().tolist()
+        # the library's threshold rule (the longest length where none passes); "above" as "-signal below"
+        sign = -1 if direction == "above" else 1
+        below = (sign * signal).numpy()
         rows = []
         for thr in grid:
-            # the library's threshold rule (the longest length where none passes); "above" as "-signal below"
-            s, t = (-signal, -thr) if direction == "above" else (signal, thr)
-            chosen = torch.from_numpy(threshold_choice(s.numpy(), t))
+            chosen = torch.from_numpy(threshold_choice(below, sign * thr))
             rows.append({"threshold": thr, "same_length": (chosen == chosen_l1).float().mean().item(),
                          "mean_tokens": lengths[chosen].float().mean().item(),
                          "mean_abs_diff_tokens": (lengths[chosen] - lengths[chosen_l1]).abs().float().mean().item()})
