@@ -35,14 +35,14 @@ def shrink(im: Image.Image, size: int) -> Image.Image:
     return im
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src")
     ap.add_argument("dst")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--tiles", type=int, default=None, metavar="T",
                     help="cut photos of shorter side >= T, shrunk to T, into SIZE x SIZE tiles")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     out = Path(args.dst)
     out.mkdir(parents=True, exist_ok=True)
     paths, problems = find_images([args.src])
