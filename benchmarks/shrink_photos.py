@@ -28,11 +28,38 @@ def starts(length: int, size: int) -> list[int]:
     return [round(i * (length - size) / (n - 1)) if n > 1 else 0 for i in range(n)]
 
 
-def shrink(im: Image.Image, size: int) -> Image.Image:
-    scale = size / min(im.size)
-    if scale < 1:
-        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
-    return im
+def shrunk_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) with the shorter side at most `size` (never enlarged)."""
+    scale = size / min(width, height)
+    return (round(width * scale), round(height * scale)) if scale < 1 else (width, height)
+
+
+def write_shrunk(path: Path, out: Path, size: int) -> int:
+    """OUT/<stem>.png, the photo shrunk; the number of files written (0 if it was there)."""
+    target = out / f"{path.stem}.png"
+    if target.exists():
+        return 0
+    with Image.open(path) as im:
+        im.convert("RGB").resize(shrunk_size(*im.size, size), Image.LANCZOS).save(target)
+    return 1
+
+
+def write_tiles(path: Path, out: Path, size: int, tiles: int) -> int:
+    """OUT/<stem>-t<T>-<x>-<y>.png, the tiles of the photo shrunk to T; the number written. The grid
+    comes from the photo's header, so a photo whose tiles all exist is not decoded again."""
+    with Image.open(path) as im:
+        if min(im.size) < tiles:
+            return 0
+        width, height = shrunk_size(*im.size, tiles)
+        targets = {(x, y): out / f"{path.stem}-t{tiles}-{x}-{y}.png"
+                   for y in starts(height, size) for x in starts(width, size)}
+        missing = {xy: t for xy, t in targets.items() if not t.exists()}
+        if not missing:
+            return 0
+        im = im.convert("RGB").resize((width, height), Image.LANCZOS)
+        for (x, y), target in missing.items():
+            im.crop((x, y, x + size, y + size)).save(target)
+    return len(missing)
 
 
 def main(argv=None) -> None:
@@ -48,26 +75,8 @@ def main(argv=None) -> None:
     paths, problems = find_images([args.src])
     for problem in problems:
         print(f"skipped: {problem}")
-    written = 0
-    for path in paths:
-        if args.tiles is None:
-            target = out / f"{path.stem}.png"
-            if target.exists():
-                continue
-            with Image.open(path) as im:
-                shrink(im.convert("RGB"), args.size).save(target)
-            written += 1
-            continue
-        with Image.open(path) as im:
-            if min(im.size) < args.tiles:
-                continue
-            im = shrink(im.convert("RGB"), args.tiles)
-            for y in starts(im.height, args.size):
-                for x in starts(im.width, args.size):
-                    target = out / f"{path.stem}-t{args.tiles}-{x}-{y}.png"
-                    if not target.exists():
-                        im.crop((x, y, x + args.size, y + args.size)).save(target)
-                        written += 1
+    written = sum(write_shrunk(path, out, args.size) if args.tiles is None
+                  else write_tiles(path, out, args.size, args.tiles) for path in paths)
     print(f"{out}: {len(paths)} photos, {written} written")
 
 
