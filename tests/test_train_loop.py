@@ -135,8 +135,9 @@ def test_base_distill_finetune_chain(photos, tmp_path):
     assert not torch.equal(tuned.base.decoder.conv_out.weight, tok.base.decoder.conv_out.weight)
     shared = T.run("finetune", "tiny", data=photos, out=tmp_path / "shared", max_steps=2, progress=False,
                    init=dist_run, overrides=SMALL + ["discriminator=shared", "gan.schedule=[[0, 0.2]]",
-                                                     "iteration_cycle=[3, 1]"])
+                                                     "iteration_cycle=[3, 1]", "truncate_rollout=true"])
     assert [r["iteration"] for r in records(shared)] == [3, 1]  # the recipe's cycle, in its order
+    assert "truncated rollout: iteration t trains through its own pass only" in (shared / "train.log").read_text()
     extra = checkpoint.load_state(checkpoint.latest(shared))["extra"]["adversarial"]
     assert not any(k.startswith("discriminators.1.") for k in extra)
     with pytest.raises(AlitError, match=r"names iteration 9, but the model has \d+"):
@@ -293,3 +294,36 @@ def test_max_time_stops_with_a_checkpoint_and_a_complete_schedule(photos, tmp_pa
     assert recs[-1]["lr"] < 2.0e-4 < 9.9e-4 < recs[10]["lr"]
     assert recs[-1]["time"] - recs[0]["time"] < 8 + 3  # the budget held (from the first step on), up to a step
     assert "steps fit in max_time 8 s" in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize("halting", ["off", "threshold"])
+def test_truncated_rollout_keeps_values_and_cuts_the_earlier_passes_from_the_gradient(halting):
+    from alit.model.alit import ALIT
+    from alit.train.finetune import FinetuneForward
+    from alit.train.loop import preset_config
+
+    config = preset_config("tiny", {"image_size": 16, "num_iters": 3, "encoder_width": 64, "decoder_width": 64,
+                                    "encoder_heads": 2, "decoder_heads": 2, "base": {"latent_channels": 16}})
+    torch.manual_seed(0)
+    model = ALIT(config).train()
+    images = torch.rand(2, 3, 16, 16)
+    grads = {}
+    for truncate in (False, True):
+        forward = FinetuneForward(model, truncate=truncate)
+        model.zero_grad(set_to_none=True)
+        pixels, qloss = forward(images, 2, model.resolve_halting(halting, images.device))
+        (pixels.mean() + qloss).backward()
+        grads[truncate] = (pixels.detach(), {n: p.grad for n, p in model.named_parameters()})
+    (full, g_full), (cut, g_cut) = grads[False], grads[True]
+    assert torch.allclose(full, cut, atol=1e-6)  # the same forward values
+    # the step embedding of iteration 2 trains either way; those of iterations 0 and 1 only through the full graph
+    step_full, step_cut = g_full["encoder.step_emb"], g_cut["encoder.step_emb"]
+    assert step_full[:2].abs().sum() > 0 and step_cut[2].abs().sum() > 0
+    assert step_cut[:2].abs().sum() == 0
+    assert g_full["encoder.patch_embed.weight"] is not None and g_cut["encoder.patch_embed.weight"] is None
+    assert not torch.allclose(g_full["encoder.blocks.0.attn.qkv.weight"],
+                              g_cut["encoder.blocks.0.attn.qkv.weight"])
+    # iteration 0 has no earlier pass: truncation changes nothing there
+    model.zero_grad(set_to_none=True)
+    FinetuneForward(model, truncate=True)(images, 0, model.resolve_halting(halting, images.device))[0].mean().backward()
+    assert model.encoder.patch_embed.weight.grad is not None

@@ -165,11 +165,13 @@ class ALIT(nn.Module):
         return out, probs, codes
 
     def iterate(self, state: RolloutState, t: int, halting: Halting, trace: dict | None = None,
-                last: bool = False, *, decode: bool = True) -> Step:
+                last: bool = False, *, decode: bool = True, grow: bool | None = None) -> Step:
         """Run iteration t on the state (advancing it to t + 1 unless last).
 
         decode=False: skip the latent decoder unless halting (or a trace) needs its prediction;
         the Step then has no logits, probs or codes. Tokens alone need no decoder.
+        grow=False: leave iteration t + 1's latent seed for the caller to append (`encoder.grow`),
+        halting after t as usual; None: grow unless last.
         """
         if trace is not None:
             trace[f"iter{t}/encoder_in"] = state.x
@@ -197,7 +199,8 @@ class ALIT(nn.Module):
                 x = self.encoder.halt(x, halted)
             if trace is not None:
                 trace[f"iter{t}/halting_x_out"] = x
-        state.x = x if last else self.encoder.grow(x, t + 1)
+        grow = not last if grow is None else grow
+        state.x = self.encoder.grow(x, t + 1) if grow else x
         return Step(latents, ids, logits, codes, qloss, halted, probs)
 
     def resolve_halting(self, halting: str | Halting | None, device: torch.device) -> Halting:

@@ -26,15 +26,42 @@ __all__ = ["FinetuneStage"]
 
 
 class FinetuneForward(nn.Module):
-    """What DDP wraps: (images, t) -> (pixels of iteration t [B, 3, H, W], its quantiser loss)."""
+    """What DDP wraps: (images, t) -> (pixels of iteration t [B, 3, H, W], its quantiser loss).
 
-    def __init__(self, model: ALIT):
+    truncate: the recipe's `truncate_rollout` (see `truncated_step`)."""
+
+    def __init__(self, model: ALIT, truncate: bool = False):
         super().__init__()
         self.model = model
+        self.truncate = truncate
 
     def forward(self, images: torch.Tensor, t: int, halting: Halting):
-        roll = self.model.rollout(images, halting, num_iters=t + 1, pixels=False)
-        return self.model.codes_to_images(roll.codes[t]), roll.quantizer_losses[t]
+        if self.truncate:
+            codes, qloss = truncated_step(self.model, images, t, halting)
+        else:
+            roll = self.model.rollout(images, halting, num_iters=t + 1, pixels=False)
+            codes, qloss = roll.codes[t], roll.quantizer_losses[t]
+        return self.model.codes_to_images(codes), qloss
+
+
+def truncated_step(model: ALIT, images: torch.Tensor, t: int, halting: Halting):
+    """Iteration t's (predicted code, quantiser loss), with iterations 0..t-1 run without a graph.
+
+    The values are those of `model.rollout(images, halting, num_iters=t + 1)`; only the gradient
+    differs: it reaches the weights through iteration t, the latent seed it appends and the
+    `ln_recur` of that append, not through the earlier passes of the shared encoder (for t = 0,
+    everything, as without truncation)."""
+    halt = model.resolve_halting(halting, images.device)
+    if t == 0:
+        state = model.start(images)
+    else:
+        with torch.no_grad():
+            state = model.start(images)
+            for i in range(t):
+                model.iterate(state, i, halt, decode=False, grow=i < t - 1)
+        state.x = model.encoder.grow(state.x, t)
+    step = model.iterate(state, t, halt, last=True)
+    return step.codes, step.quantizer_loss
 
 
 class FinetuneStage(PixelStage):
@@ -57,7 +84,9 @@ class FinetuneStage(PixelStage):
             log(f"initial weights: {where} (a run or checkpoint: its EMA weights; a model folder: as it is)")
         self.model = model.to(device).train()
         self.model.requires_grad_(True)  # stage 2: everything trains, the base included
-        self.forward_module = FinetuneForward(self.model)
+        self.forward_module = FinetuneForward(self.model, truncate=recipe.truncate_rollout)
+        if recipe.truncate_rollout:
+            log("truncated rollout: iteration t trains through its own pass only (truncate_rollout)")
         if recipe.restart_dead_codes and self.model.quantizer is not None:
             self.restarter = latent_quantizer_restarter(self.model.quantizer, recipe.restart_dead_codes)
             log(f"latent codebook: unused codes restarted every {recipe.restart_dead_codes} steps")

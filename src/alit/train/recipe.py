@@ -186,6 +186,10 @@ class FinetuneRecipe(Recipe):
     # None: 0, 1, ..., T-1 (the paper's one iteration in T). Listing an iteration twice trains it twice
     # as often, e.g. [0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7] for the longer half of the lengths.
     iteration_cycle: list[int] | None = None
+    # ours: truncated backpropagation through the rollout. Iterations 0..t-1 run without a graph and
+    # the loss of iteration t reaches the weights through iteration t alone (and the seed it adds),
+    # so the late lengths' gradients cannot reshape the early passes. False: the paper's full graph.
+    truncate_rollout: bool = False
 
     def __post_init__(self):
         super().__post_init__()
