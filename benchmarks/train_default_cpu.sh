@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The bundled default model, from the photos to src/alit/assets/default, in one command on a CPU
-# (about 135 minutes on 2 cores; each stage has a wall-clock budget, see the recipes; the shipped
-# model had three more legs, see benchmarks/results/default_model_log.md, sections 9 and 10):
+# The bundled default model, from the photos to src/alit/assets/default, in one command on a CPU:
 #
-#   benchmarks/train_default_cpu.sh [WORK_DIR]        # default WORK_DIR: runs/default
+#   benchmarks/train_default_cpu.sh [WORK_DIR]             # default WORK_DIR: runs/default
+#   SHIPPED=1 benchmarks/train_default_cpu.sh [WORK_DIR]    # the shipped model's own path
 #
+# Without SHIPPED (about 135 minutes on 2 cores; each stage has a wall-clock budget, see the recipes):
 # 1. `alit data photos` (273 training / 48 held-out photos), the training ones shrunk to 128 px
 # 2. `alit train base --config default`      the KL-VAE (60 min)
 # 3. `alit train distill --config default`   stage 1 (55 min)
@@ -12,10 +12,24 @@
 # 5. benchmarks/export_default.py            the length rule (ssim:S+gain:G, as the shipped model), calibrated on the training photos only,
 #                                            and the model written to EXPORT (default: the bundled folder)
 # 6. `alit demo`                             the figures on the held-out photos, WORK_DIR/demo
+# That is section 7's model of benchmarks/results/default_model_log.md, not the shipped one.
+#
+# SHIPPED=1: the legs of the shipped model (v6) in order, each by its step count as logged (sections
+# 5, 6, 9, 10, 11 and 12), so the path is the same on any machine: base 445 steps, resumed to 1173;
+# stage 1 640, resumed to 1070; stage 2 529, resumed to 849; then three stage-2 runs, each from the
+# one before (the third and fourth from its export, as the shipped legs started from the shipped
+# model): 952 steps at lr 1e-4 on the longer half of the lengths twice as often, 975 at 8e-5 and
+# 596 at 6e-5 on the last three weighted further. About 420 minutes on 2 cores. What differs from
+# the shipped run: its base and stage 1 saw the 265 training photos of an earlier split (now 273),
+# and a resumed leg restarts its lr schedule at the step it resumes, where the shipped legs
+# restarted at the pace their wall-clock budgets measured.
+#
 # A stage whose run folder exists is resumed (`--resume`), so a killed run loses at most one
 # checkpoint interval; a finished stage is skipped. Environment: PYTHON (default python3),
-# EXPORT (default src/alit/assets/default), and any of BASE_SET / DISTILL_SET / FINETUNE_SET
-# (space-separated key=value overrides, e.g. DISTILL_SET="max_time=600" for a shorter trial).
+# EXPORT (default src/alit/assets/default), SHIPPED, STEP_PERCENT (SHIPPED only: every leg's steps
+# scaled to that percentage, rounded up, e.g. 10 for a rehearsal of the whole path), and any of BASE_SET / DISTILL_SET / FINETUNE_SET
+# (space-separated key=value overrides added to every leg of that stage, e.g. DISTILL_SET="max_time=600"
+# for a shorter trial).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${1:-runs/default}
@@ -28,22 +42,46 @@ say() { echo "[$(date +%H:%M:%S), $(( ($(date +%s) - start) / 60 )) min] $*"; }
 [ -d "$W/photos/train" ] || $PY -m alit data photos --out "$W/photos"
 $PY benchmarks/shrink_photos.py "$W/photos/train" "$W/small/train"
 
-stage() {  # stage NAME RUN ARGS... : train unless the run has its final model
-  local name=$1 run=$2 sets=$3
-  shift 3
-  if [ -f "$run/done" ]; then say "$name: done already ($run)"; return; fi
+stage() {  # stage NAME RUN MARK SETS ARGS... : train unless RUN/MARK exists, resuming RUN if it has checkpoints
+  local name=$1 run=$2 mark=$3 sets=$4
+  shift 4
+  if [ -f "$run/$mark" ]; then say "$name: done already ($run, $mark)"; return; fi
   local resume=()
   [ -d "$run/checkpoints" ] && resume=(--resume)
-  say "$name: training into $run"
+  say "$name: training into $run${sets:+ with $sets}"
+  set -f  # the sets hold brackets (iteration_cycle=[...]): split them on spaces, never glob them
   # shellcheck disable=SC2086
   $PY -m alit train "$name" --config default --data "$W/small/train" --out "$run" --no-progress \
       "${resume[@]}" "$@" ${sets:+--set $sets}
-  touch "$run/done"
+  set +f
+  touch "$run/$mark"
 }
-stage base "$W/base" "${BASE_SET:-}"
-stage distill "$W/distill" "${DISTILL_SET:-}" --base "$W/base"
-stage finetune "$W/finetune" "${FINETUNE_SET:-}" --init "$W/distill"
+export_run() {  # export_run RUN OUT : latent_norm averages and the length rule from the training photos
+  $PY benchmarks/export_default.py "$1" --data "$W/small/train" --out "$2" --rule ssim --stall
+}
+if [ -z "${SHIPPED:-}" ]; then
+  stage base "$W/base" done "${BASE_SET:-}"
+  stage distill "$W/distill" done "${DISTILL_SET:-}" --base "$W/base"
+  stage finetune "$W/finetune" done "${FINETUNE_SET:-}" --init "$W/distill"
+  final=$W/finetune
+else
+  steps() { echo "max_time=null max_steps=$(( ($1 * ${STEP_PERCENT:-100} + 99) / 100 ))"; }
+  late="iteration_cycle=[0,1,2,3,4,5,6,7,5,6,7,6,7,7]"
+  stage base "$W/base" done "$(steps 445) ${BASE_SET:-}"
+  stage base "$W/base" done.2 "$(steps 1173) ${BASE_SET:-}"
+  stage distill "$W/distill" done "$(steps 640) ${DISTILL_SET:-}" --base "$W/base"
+  stage distill "$W/distill" done.2 "$(steps 1070) ${DISTILL_SET:-}" --base "$W/base"
+  stage finetune "$W/finetune" done "$(steps 529) ${FINETUNE_SET:-}" --init "$W/distill"
+  stage finetune "$W/finetune" done.2 "$(steps 849) ${FINETUNE_SET:-}" --init "$W/distill"
+  stage finetune "$W/leg3" done "$(steps 952) lr=1e-4 warmup=20 iteration_cycle=[0,1,2,3,4,5,6,7,4,5,6,7] ${FINETUNE_SET:-}" \
+      --init "$W/finetune"
+  [ -f "$W/leg3/export/config.json" ] || export_run "$W/leg3" "$W/leg3/export" > "$W/leg3/export.json"
+  stage finetune "$W/leg4" done "$(steps 975) lr=8e-5 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg3/export"
+  [ -f "$W/leg4/export/config.json" ] || export_run "$W/leg4" "$W/leg4/export" > "$W/leg4/export.json"
+  stage finetune "$W/leg5" done "$(steps 596) lr=6e-5 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg4/export"
+  final=$W/leg5
+fi
 say "export: the length rule from the training photos -> $EXPORT"
-$PY benchmarks/export_default.py "$W/finetune" --data "$W/small/train" --out "$EXPORT" --rule ssim --stall | tee "$W/export.json"
+export_run "$final" "$EXPORT" | tee "$W/export.json"
 $PY -m alit demo --checkpoint "$EXPORT" --out "$W/demo"
 say "finished: $W/demo/index.html"

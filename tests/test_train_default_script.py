@@ -1,0 +1,54 @@
+"""benchmarks/train_default_cpu.sh, run for real: the shipped model's path (SHIPPED=1) at 1% of its
+steps on 70 generated photos, every leg from the one before, to an exported model and a demo.
+About 7 minutes on 2 cores, so `pytest -m slow`."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+
+# the shipped legs' step counts at STEP_PERCENT=1, rounded up: base 445 -> 1173, stage 1 640 -> 1070,
+# stage 2 529 -> 849, then 952, 975 and 596
+LAST_STEPS = {"base": 12, "distill": 11, "finetune": 9, "leg3": 10, "leg4": 10, "leg5": 6}
+
+
+def write_photos(folder, count=70, size=160):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(count):
+        f = rng.uniform(1, 8, 3)
+        img = np.stack([np.sin(f[c] * (xx * np.cos(c + i) + yy * np.sin(c + i)) * np.pi) for c in range(3)], -1)
+        img = 0.5 + 0.4 * img + 0.1 * rng.standard_normal((size, size, 3))
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(folder / f"photo_{i:03d}.png")
+
+
+def last_step(run):
+    lines = (run / "log.jsonl").read_text().splitlines()
+    return max(json.loads(line)["step"] for line in lines if line.strip())
+
+
+@pytest.mark.slow
+def test_shipped_path_in_one_command(tmp_path):
+    work, export = tmp_path / "work", tmp_path / "export"
+    write_photos(work / "photos" / "train")  # present, so the script does not fetch `alit data photos`
+    env = dict(os.environ, SHIPPED="1", STEP_PERCENT="1", EXPORT=str(export), PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "train_default_cpu.sh"), str(work)], env=env,
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert {name: last_step(work / name) for name in LAST_STEPS} == LAST_STEPS
+    # the resumed legs continued their runs; the later stage-2 legs start from the export before them
+    assert "resuming at step 6" in (work / "base" / "train.log").read_text()
+    assert f"initial weights: {work / 'leg3' / 'export'}" in (work / "leg4" / "train.log").read_text()
+    assert f"initial weights: {work / 'leg4' / 'export'}" in (work / "leg5" / "train.log").read_text()
+    assert "iterations trained in turn: [0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7]" in (work / "leg3" / "train.log").read_text()
+    criterion = json.loads((export / "config.json").read_text())["config"]["criterion"]
+    assert criterion.startswith("ssim:") and "+gain:" in criterion
+    summary = json.loads((work / "demo" / "summary.json").read_text())
+    assert len(summary["images"]) == 48 and list(summary["mean_l1"]) == [str(L) for L in range(16, 129, 16)]
+    assert summary["criterion"] == criterion
