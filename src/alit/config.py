@@ -75,6 +75,11 @@ class ModelConfig:
     # ours, off in the paper's models: standardise the factorised latents over the batch (running
     # statistics at inference) so that what every image shares cannot drown what differs (model/latent_norm.py)
     latent_norm: bool = False
+    # ours, off in the paper's models: after every iteration but the last, the latent decoder's code
+    # error (its prediction minus the base's code) is added to the encoder's image tokens through a
+    # learned projection that starts at zero, so the next latents can encode what is still missing
+    # (model/encoder.py, `RecurrentEncoder.feed`); encoding then runs the latent decoder every iteration
+    error_feedback: bool = False
     unscale_vae_code: bool = True    # VAE: divide the predicted code by scale_factor before
                                      # decoding (the paper's code does not: False for its weights)
     base: BaseConfig = field(default_factory=BaseConfig)

@@ -93,6 +93,9 @@ class ALIT(nn.Module):
         out_dim = config.base.codebook_size if self.is_vqgan else config.base.latent_channels
         self.decoder = LatentDecoder(config, out_dim)
         self.apply(_init_weights)
+        if self.encoder.feedback is not None:  # error feedback starts as a no-op
+            nn.init.zeros_(self.encoder.feedback.weight)
+            nn.init.zeros_(self.encoder.feedback.bias)
 
     @property
     def is_vqgan(self) -> bool:
@@ -168,8 +171,8 @@ class ALIT(nn.Module):
                 last: bool = False, *, decode: bool = True, grow: bool | None = None) -> Step:
         """Run iteration t on the state (advancing it to t + 1 unless last).
 
-        decode=False: skip the latent decoder unless halting (or a trace) needs its prediction;
-        the Step then has no logits, probs or codes. Tokens alone need no decoder.
+        decode=False: skip the latent decoder unless halting, error feedback (or a trace) needs its
+        prediction; the Step then has no logits, probs or codes. Tokens alone need no decoder.
         grow=False: leave iteration t + 1's latent seed for the caller to append (`encoder.grow`),
         halting after t as usual; None: grow unless last.
         """
@@ -182,11 +185,14 @@ class ALIT(nn.Module):
         latents, ids, qloss = self.bottleneck(factorized, trace, t)
         # the paper's code also halts after the last iteration; that changes no output
         halts = halting.mode != "off" and (not last or trace is not None)
+        feeds = self.encoder.feedback is not None and not last
         logits = probs = codes = None
-        if decode or halts or trace is not None:
+        if decode or halts or feeds or trace is not None:
             logits, probs, codes = self._decode_latents(latents, trace, t)
         if trace is not None:
             _trace_step(trace, t, latents, ids, qloss, logits, probs, codes, state.targets)
+        if feeds:
+            x = self.encoder.feed(x, codes - state.targets.codes)
         halted = None
         if halts:
             gt_prob = err = None

@@ -36,6 +36,8 @@ class RecurrentEncoder(nn.Module):
         self.blocks = Transformer(W, cfg.encoder_depth, cfg.encoder_heads)
         self.ln_post = nn.LayerNorm(W)
         self.to_latent = nn.Linear(W, cfg.latent_dim) if cfg.factorize else nn.Identity()
+        # ours (`error_feedback`): code error [Cb] -> image-token update [W]; zeroed by ALIT's init
+        self.feedback = nn.Linear(cfg.base.latent_channels, W) if cfg.error_feedback else None
         self.num_image_tokens = N
 
     def image_tokens(self, images: torch.Tensor, features: torch.Tensor, trace: dict | None = None):
@@ -73,6 +75,12 @@ class RecurrentEncoder(nn.Module):
             trace[f"iter{t}/latent_tokens_post_ln_post"] = zn
             trace[f"iter{t}/latent_factorized"] = out
         return out
+
+    def feed(self, x: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+        """Add the projected code error [B, N, Cb] of the iteration just run to the image tokens of x."""
+        N = self.num_image_tokens
+        image = x[:, 1:1 + N] + self.feedback(error.to(x.dtype))
+        return torch.cat([x[:, :1], image, x[:, 1 + N:]], 1)
 
     def halt(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Replace halted image tokens (mask [B, N] bool) by mask_token + their position."""
