@@ -139,3 +139,22 @@ def test_no_weight_decay_on_biases_norms_embeddings():
     assert not any(p is q for g in param_groups(model, 0.05) for p in g["params"]
                    for q in model.base.parameters())
     assert torch.is_tensor(groups[0]["params"][0])
+
+
+def test_lr_multipliers_scale_the_lr_of_the_parameters_they_name():
+    import alit
+    from alit.train.optim import adamw, set_lr
+
+    model = alit.build("tiny", error_feedback=True)
+    opt = adamw(model, 1e-3, (0.9, 0.95), 0.05, torch.device("cpu"), {"encoder.feedback": 10})
+    scaled = {id(p) for g in opt.param_groups if g["lr_scale"] == 10 for p in g["params"]}
+    assert scaled == {id(model.encoder.feedback.weight), id(model.encoder.feedback.bias)}
+    set_lr(opt, 2e-4)
+    lrs = {(g["lr_scale"], g["weight_decay"]): g["lr"] for g in opt.param_groups}
+    assert lrs == {(1.0, 0.05): 2e-4, (1.0, 0.0): 2e-4, (10, 0.05): pytest.approx(2e-3), (10, 0.0): pytest.approx(2e-3)}
+    # without multipliers: the two groups as before, every parameter once
+    assert [g["lr_scale"] for g in param_groups(model, 0.05)] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="encoder.fedback names no trainable parameter"):
+        param_groups(model, 0.05, {"encoder.fedback": 10})
+    with pytest.raises(AlitError, match="lr_multipliers.encoder.feedback must be a positive number"):
+        R.FinetuneRecipe(lr_multipliers={"encoder.feedback": 0})

@@ -65,7 +65,10 @@ class Stage:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """name -> optimizer; every one follows the lr schedule (scaled by `lr_scale`)."""
         r = self.recipe
-        return {"model": adamw(self.model, r.peak_lr, r.betas, r.weight_decay, self.device)}
+        try:
+            return {"model": adamw(self.model, r.peak_lr, r.betas, r.weight_decay, self.device, r.lr_multipliers)}
+        except ValueError as e:
+            raise AlitError(f"recipe: {e}") from None
 
     def lr_scale(self, name: str) -> float:
         return 1.0

@@ -9,23 +9,40 @@ from torch import nn
 _DECAYED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights of linear/conv layers decay; biases, norms, embeddings, tokens do not."""
-    decay, plain, seen = [], [], set()
-    for mod in module.modules():
+def param_groups(module: nn.Module, weight_decay: float, multipliers: dict[str, float] | None = None) -> list[dict]:
+    """Weights of linear/conv layers decay; biases, norms, embeddings, tokens do not.
+
+    multipliers (the recipe's `lr_multipliers`): parameter-name prefix -> factor on the lr of the
+    parameters under it (the first prefix that matches), e.g. {"encoder.feedback": 10} for a
+    projection added at zero to a trained model. Each group carries its factor as "lr_scale"."""
+    multipliers = dict(multipliers or {})
+    groups: dict[tuple[bool, float], list] = {}
+    seen, used = set(), set()
+    for prefix, mod in module.named_modules():
         for name, p in mod.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            (decay if isinstance(mod, _DECAYED) and name == "weight" else plain).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+            full = f"{prefix}.{name}" if prefix else name
+            match = next((k for k in multipliers if full == k or full.startswith(k + ".")), None)
+            used.add(match)
+            decays = isinstance(mod, _DECAYED) and name == "weight"
+            groups.setdefault((decays, multipliers.get(match, 1.0)), []).append(p)
+    unused = sorted(set(multipliers) - used)
+    if unused:
+        raise ValueError(f"lr_multipliers: {', '.join(unused)} names no trainable parameter "
+                         "(use a parameter-name prefix, e.g. encoder.feedback)")
+    return [{"params": ps, "weight_decay": weight_decay if decays else 0.0, "lr_scale": scale}
+            for (decays, scale), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
 
 
-def adamw(module: nn.Module, lr: float, betas, weight_decay: float, device: torch.device):
-    groups = param_groups(module, weight_decay)
+def adamw(module: nn.Module, lr: float, betas, weight_decay: float, device: torch.device,
+          multipliers: dict[str, float] | None = None):
+    groups = param_groups(module, weight_decay, multipliers)
     if not groups:
         raise ValueError("nothing to train: every parameter is frozen")
+    for g in groups:
+        g["lr"] = lr * g["lr_scale"]
     # fused kernels change the summation order; the foreach path keeps CPU runs reproducible
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=device.type == "cuda")
 
@@ -42,5 +59,6 @@ def lr_at(step: int, peak: float, warmup: int, total: int, floor: float = 0.0) -
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's lr: `lr` times the group's own "lr_scale" (1 when it has none)."""
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)

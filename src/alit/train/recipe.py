@@ -72,6 +72,9 @@ class Recipe:
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.05          # AdamW; none on biases, norms and embeddings
     grad_clip: float | None = 3.0       # max global gradient norm (None: no clipping)
+    # ours: parameter-name prefix -> factor on its lr, e.g. {encoder.feedback: 10} for a part added
+    # at zero to a trained model ({}: one lr for all, the paper's)
+    lr_multipliers: dict = field(default_factory=dict)
     ema: float = 0.9999                 # EMA decay of the weights (0: no EMA)
     ema_warmup: bool = True             # decay min(ema, (1 + n) / (10 + n)) after n updates
     precision: str = "auto"             # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16
@@ -104,6 +107,9 @@ class Recipe:
         if self.max_time is not None and self.max_time <= 0:
             raise AlitError(f"recipe: max_time must be a positive number of seconds, got {self.max_time}")
         parse_duration(self.warmup, None, "warmup", check_only=True)
+        for prefix, factor in self.lr_multipliers.items():
+            if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not factor > 0:
+                raise AlitError(f"recipe: lr_multipliers.{prefix} must be a positive number, got {factor!r}")
 
     @property
     def peak_lr(self) -> float:
