@@ -327,3 +327,18 @@ def test_truncated_rollout_keeps_values_and_cuts_the_earlier_passes_from_the_gra
     model.zero_grad(set_to_none=True)
     FinetuneForward(model, truncate=True)(images, 0, model.resolve_halting(halting, images.device))[0].mean().backward()
     assert model.encoder.patch_embed.weight.grad is not None
+
+
+def test_lr_multipliers_in_a_run_with_error_feedback(photos, tmp_path):
+    import alit
+
+    fed = MODEL[:-1] + ", error_feedback: true}"
+    overrides = [fed, *SMALL[1:], "init=random", "perceptual=none", "ema=0", "iteration_cycle=[1]"]
+    run = T.run("finetune", "tiny", data=photos, out=tmp_path / "ft", max_steps=2, progress=False,
+                overrides=overrides + ["lr_multipliers={encoder.feedback: 10}"])
+    assert "lr of encoder.feedback.*: 10 x the schedule's (lr_multipliers)" in (run / "train.log").read_text()
+    feedback = alit.load(run).encoder.feedback.weight
+    assert feedback.abs().max() > 0  # it started at zero; iteration 1's loss trains it
+    with pytest.raises(AlitError, match="recipe: lr_multipliers: encoder.fedback names no trainable parameter"):
+        T.run("finetune", "tiny", data=photos, out=tmp_path / "bad", max_steps=1, progress=False,
+              overrides=overrides + ["lr_multipliers={encoder.fedback: 10}"])

@@ -66,9 +66,12 @@ class Stage:
         """name -> optimizer; every one follows the lr schedule (scaled by `lr_scale`)."""
         r = self.recipe
         try:
-            return {"model": adamw(self.model, r.peak_lr, r.betas, r.weight_decay, self.device, r.lr_multipliers)}
+            opt = adamw(self.model, r.peak_lr, r.betas, r.weight_decay, self.device, r.lr_multipliers)
         except ValueError as e:
             raise AlitError(f"recipe: {e}") from None
+        for prefix, factor in r.lr_multipliers.items():
+            self.log(f"lr of {prefix}.*: {factor} x the schedule's (lr_multipliers)")
+        return {"model": opt}
 
     def lr_scale(self, name: str) -> float:
         return 1.0
