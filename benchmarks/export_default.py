@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 import torch
@@ -70,7 +71,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tok = load(args.run).eval()
     if tok.latent_norm is not None:
-        print(f"latent_norm statistics recomputed over {recalibrate(tok, args.data)} training photos")
+        # on stderr: stdout is the JSON report alone, so `> export.json` is a valid file
+        print(f"latent_norm statistics recomputed over {recalibrate(tok, args.data)} training photos",
+              file=sys.stderr)
     lengths = tok.config.lengths
     errors, bpp = training_errors(tok, args.data, args.rule)
     if args.length_index is None:

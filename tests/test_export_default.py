@@ -28,9 +28,9 @@ def test_export_reports_what_the_exported_rule_does(rule, stall, tmp_path, capsy
                  tmp_path / "photos" / f"p{i:02d}.png")
     load_script("export_default").main([str(tmp_path / "run"), "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "out"),
                     "--rule", rule, *(["--stall"] if stall else [])])
-    out = capsys.readouterr().out
-    report = json.loads(out[out.index("{"):])
-    assert "latent_norm statistics recomputed over 12 training photos" in out
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # stdout is the report alone
+    assert "latent_norm statistics recomputed over 12 training photos" in captured.err
     exported = alit.load(tmp_path / "out")
     spec = exported.config.criterion
     assert spec == report["criterion"] and spec.startswith(f"{rule}:")
