@@ -154,7 +154,7 @@ def test_lr_multipliers_scale_the_lr_of_the_parameters_they_name():
     assert lrs == {(1.0, 0.05): 2e-4, (1.0, 0.0): 2e-4, (10, 0.05): pytest.approx(2e-3), (10, 0.0): pytest.approx(2e-3)}
     # without multipliers: the two groups as before, every parameter once
     assert [g["lr_scale"] for g in param_groups(model, 0.05)] == [1.0, 1.0]
-    with pytest.raises(ValueError, match="encoder.fedback names no trainable parameter"):
+    with pytest.raises(AlitError, match="recipe: lr_multipliers: encoder.fedback names no trainable parameter"):
         param_groups(model, 0.05, {"encoder.fedback": 10})
     with pytest.raises(AlitError, match="lr_multipliers.encoder.feedback must be a positive number"):
         R.FinetuneRecipe(lr_multipliers={"encoder.feedback": 0})

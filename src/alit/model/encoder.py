@@ -79,12 +79,14 @@ class RecurrentEncoder(nn.Module):
     def feed(self, x: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
         """Add the projected code error [B, N, Cb] of the iteration just run to the image tokens of x."""
         N = self.num_image_tokens
-        image = x[:, 1:1 + N] + self.feedback(error.to(x.dtype))
-        return torch.cat([x[:, :1], image, x[:, 1 + N:]], 1)
+        return self._with_image(x, x[:, 1:1 + N] + self.feedback(error.to(x.dtype)))
 
     def halt(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Replace halted image tokens (mask [B, N] bool) by mask_token + their position."""
         N = self.num_image_tokens
         masked = (self.mask_token + self.pos[1:1 + N]).expand(x.shape[0], -1, -1)  # [B, N, W]
-        image = torch.where(mask[..., None], masked, x[:, 1:1 + N])
-        return torch.cat([x[:, :1], image, x[:, 1 + N:]], 1)
+        return self._with_image(x, torch.where(mask[..., None], masked, x[:, 1:1 + N]))
+
+    def _with_image(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """x [B, 1+N+L, W] with its N image tokens replaced by `image` [B, N, W]."""
+        return torch.cat([x[:, :1], image, x[:, 1 + self.num_image_tokens:]], 1)

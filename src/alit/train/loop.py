@@ -65,10 +65,7 @@ class Stage:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """name -> optimizer; every one follows the lr schedule (scaled by `lr_scale`)."""
         r = self.recipe
-        try:
-            opt = adamw(self.model, r.peak_lr, r.betas, r.weight_decay, self.device, r.lr_multipliers)
-        except ValueError as e:
-            raise AlitError(f"recipe: {e}") from None
+        opt = adamw(self.model, r.peak_lr, r.betas, r.weight_decay, self.device, r.lr_multipliers)
         for prefix, factor in r.lr_multipliers.items():
             self.log(f"lr of {prefix}.*: {factor} x the schedule's (lr_multipliers)")
         return {"model": opt}

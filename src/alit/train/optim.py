@@ -6,6 +6,8 @@ import math
 import torch
 from torch import nn
 
+from ..errors import AlitError
+
 _DECAYED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
 
 
@@ -30,8 +32,8 @@ def param_groups(module: nn.Module, weight_decay: float, multipliers: dict[str, 
             groups.setdefault((decays, multipliers.get(match, 1.0)), []).append(p)
     unused = sorted(set(multipliers) - used)
     if unused:
-        raise ValueError(f"lr_multipliers: {', '.join(unused)} names no trainable parameter "
-                         "(use a parameter-name prefix, e.g. encoder.feedback)")
+        raise AlitError(f"recipe: lr_multipliers: {', '.join(unused)} names no trainable parameter "
+                        "(use a parameter-name prefix, e.g. encoder.feedback)")
     return [{"params": ps, "weight_decay": weight_decay if decays else 0.0, "lr_scale": scale}
             for (decays, scale), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
 
@@ -41,10 +43,10 @@ def adamw(module: nn.Module, lr: float, betas, weight_decay: float, device: torc
     groups = param_groups(module, weight_decay, multipliers)
     if not groups:
         raise ValueError("nothing to train: every parameter is frozen")
-    for g in groups:
-        g["lr"] = lr * g["lr_scale"]
     # fused kernels change the summation order; the foreach path keeps CPU runs reproducible
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=device.type == "cuda")
+    set_lr(optimizer, lr)  # each group's own factor
+    return optimizer
 
 
 def lr_at(step: int, peak: float, warmup: int, total: int, floor: float = 0.0) -> float:
