@@ -10,7 +10,7 @@ from PIL import Image
 
 from alit.data import ImageFolder, Shards, StepBatches, list_images, preview_images, training_data, write_shards
 from alit.data.folder import collate
-from alit.data.transforms import RandomResizedCropFlip, crop_box, sample_seed
+from alit.data.transforms import CenterCrop, RandomResizedCropFlip, crop_box, sample_seed
 from alit.errors import AlitError
 
 
@@ -79,6 +79,18 @@ def test_crop_is_a_function_of_the_seed():
     assert sample_seed(0, 1) != sample_seed(0, 2) != sample_seed(1, 1)
 
 
+def test_square_crops_keep_the_aspect_that_evaluation_sees():
+    # crop_ratio [1, 1]: every crop is a square; an area no square fits falls back to the central one,
+    # the view `alit demo` and `alit eval` score (the short side, centred)
+    gen = torch.Generator().manual_seed(0)
+    boxes = [crop_box(160, 90, (0.3, 1.0), gen, (1.0, 1.0)) for _ in range(300)]
+    assert all(w == h and left + w <= 160 and top + h <= 90 for left, top, w, h in boxes)
+    assert {(w, h) for _, _, w, h in boxes} >= {(90, 90)} and min(w for _, _, w, _ in boxes) < 70
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (90, 160, 3), dtype=np.uint8))
+    full = RandomResizedCropFlip(24, (1.0, 1.0), flip=False, ratio=(1.0, 1.0))(img, 3)
+    assert torch.equal(full, CenterCrop(24)(img))
+
+
 def test_step_order_ignores_process_count_and_resume():
     def step_items(world, accum, step):
         out = []
@@ -130,6 +142,12 @@ def test_training_data_loader(folder):
                           workers=0)
     assert torch.equal(next(iter(again.loader))[0], first[2])
     assert preview_images(folder, 16, 3).shape == (3, 3, 16, 16)
+    # the recipe's crop_ratio reaches the crops: whole-square crops are the images' central squares
+    square = training_data(folder, 16, batch_size=4, micro_batch=4, rank=0, world=1, seed=0, first_step=1,
+                           workers=0, crop_scale=(1.0, 1.0), flip=False, crop_ratio=(1.0, 1.0))
+    centres = [CenterCrop(16)(Image.open(f).convert("RGB")) for f in list_images(folder)]
+    batch = next(iter(square.loader))[0]
+    assert all(any(torch.equal(x, c) for c in centres) for x in batch)
 
 
 def test_webdataset_shards(tmp_path, folder):

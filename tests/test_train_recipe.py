@@ -29,7 +29,7 @@ def test_paper_hyperparameters():
     assert (d.max_steps, d.warmup) == ("200ep", "20ep")
     assert d.betas == (0.9, 0.95) and d.weight_decay == 0.05 and d.grad_clip == 3.0
     assert d.iteration_weights == [2.5, 2.0, 1.5, 1.25, 1.0, 1.0, 1.0, 1.0]
-    assert d.crop_scale == (0.8, 1.0) and d.hflip
+    assert d.crop_scale == (0.8, 1.0) and d.crop_ratio == (3 / 4, 4 / 3) and d.hflip
     f = R.load("small-vqgan-quantized-in100", "finetune")
     assert f.batch_size == 96 and f.peak_lr == pytest.approx(1e-4 * 96 / 256)
     assert f.perceptual == "lpips" and f.discriminator == "per_iteration"
@@ -83,7 +83,9 @@ def test_overrides_are_type_checked():
            "max_steps=10epochs": "max_steps must be a step count", "batch_size=0": "batch_size must be >= 1",
            "precision=fp8": "precision must be one of", "noequals": "key=value",
            "iteration_cycle=[]": "iteration_cycle must be a non-empty list", "iteration_cycle=[1, -2]":
-           "iteration_cycle must be a non-empty list", "ssim_weight=-0.5": "ssim_weight must be 0 or more"}
+           "iteration_cycle must be a non-empty list", "ssim_weight=-0.5": "ssim_weight must be 0 or more",
+           "crop_ratio=[2, 1]": r"crop_ratio must satisfy 0 < lo <= hi \(width / height\), got \[2.0, 1.0\]",
+           "crop_scale=[0, 1]": "crop_scale must satisfy"}
     for item, message in bad.items():
         with pytest.raises(AlitError, match=message):
             R.load("tiny", "finetune", [item])

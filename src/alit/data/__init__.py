@@ -14,7 +14,7 @@ from ..errors import AlitError
 from .folder import ImageFolder, collate, list_images, open_rgb
 from .sampler import StepBatches
 from .shards import Shards, is_shards, write_shards
-from .transforms import CenterCrop, RandomResizedCropFlip
+from .transforms import RATIO, CenterCrop, RandomResizedCropFlip
 
 __all__ = ["ImageFolder", "Shards", "StepBatches", "TrainingData", "list_images", "open_rgb",
            "preview_images", "training_data", "write_shards"]
@@ -31,13 +31,13 @@ class TrainingData:
 def training_data(spec: str | Path, image_size: int, *, batch_size: int, micro_batch: int, rank: int,
                   world: int, seed: int, first_step: int, last_step: int | None = None, workers: int = 4,
                   crop_scale=(0.8, 1.0), flip: bool = True, dataset_size: int | None = None,
-                  cache: bool = False) -> TrainingData:
+                  cache: bool = False, crop_ratio=RATIO) -> TrainingData:
     """The batches this process trains on, from optimizer step `first_step` to `last_step`.
 
     cache: an image folder's workers keep every decoded image in memory (for small folders,
     where decoding would otherwise cost more than the training step)."""
     spec = str(spec)
-    transform = RandomResizedCropFlip(image_size, crop_scale, flip)
+    transform = RandomResizedCropFlip(image_size, crop_scale, flip, crop_ratio)
     common = dict(num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
                   persistent_workers=False)
     if workers > 0:

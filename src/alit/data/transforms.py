@@ -54,12 +54,13 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 class RandomResizedCropFlip:
     """PIL image -> float [3, size, size] in [0, 1], random crop + resize (bicubic) + flip."""
 
-    def __init__(self, size: int, scale: tuple[float, float] = (0.8, 1.0), flip: bool = True):
-        self.size, self.scale, self.flip = size, tuple(scale), flip
+    def __init__(self, size: int, scale: tuple[float, float] = (0.8, 1.0), flip: bool = True,
+                 ratio: tuple[float, float] = RATIO):
+        self.size, self.scale, self.flip, self.ratio = size, tuple(scale), flip, tuple(ratio)
 
     def __call__(self, img: Image.Image, seed: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)
-        left, top, w, h = crop_box(img.width, img.height, self.scale, gen)
+        left, top, w, h = crop_box(img.width, img.height, self.scale, gen, self.ratio)
         out = img.resize((self.size, self.size), Image.BICUBIC, box=(left, top, left + w, top + h))
         if self.flip and torch.rand(1, generator=gen).item() < 0.5:
             out = out.transpose(Image.FLIP_LEFT_RIGHT)

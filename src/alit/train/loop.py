@@ -159,7 +159,7 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
         recipe.data, stage.image_size, batch_size=recipe.batch_size, micro_batch=micro, rank=rank,
         world=world, seed=recipe.seed, first_step=start + 1, last_step=None, workers=recipe.workers,
         crop_scale=recipe.crop_scale, flip=recipe.hflip, dataset_size=recipe.dataset_size,
-        cache=recipe.cache_images)
+        cache=recipe.cache_images, crop_ratio=recipe.crop_ratio)
     size = train_data.size or recipe.dataset_size
     steps_per_epoch = size / recipe.batch_size if size else None
     max_steps = parse_duration(recipe.max_steps, steps_per_epoch, "max_steps")

@@ -54,6 +54,7 @@ class Recipe:
     data: str | None = None             # image folder or WebDataset shards ("dir/{0000..0099}.tar")
     dataset_size: int | None = None     # images per epoch for shards ("<n>ep" durations need it)
     crop_scale: tuple[float, float] = (0.8, 1.0)  # RandomResizedCrop area range
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # its aspect-ratio range ([1, 1]: square crops)
     hflip: bool = True
     workers: int = 4                    # DataLoader worker processes per training process
     cache_images: bool = False          # ours: workers keep decoded images in memory (small folders)
@@ -103,6 +104,10 @@ class Recipe:
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             raise AlitError(f"recipe: crop_scale must satisfy 0 < lo <= hi <= 1, got {list(self.crop_scale)}")
+        lo, hi = self.crop_ratio
+        if not 0 < lo <= hi:
+            raise AlitError(f"recipe: crop_ratio must satisfy 0 < lo <= hi (width / height), "
+                            f"got {list(self.crop_ratio)}")
         parse_duration(self.max_steps, None, "max_steps", check_only=True)
         if self.max_time is not None and self.max_time <= 0:
             raise AlitError(f"recipe: max_time must be a positive number of seconds, got {self.max_time}")
