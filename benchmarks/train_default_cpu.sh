@@ -14,12 +14,15 @@
 # 6. `alit demo`                             the figures on the held-out photos, WORK_DIR/demo
 # That is section 7's model of benchmarks/results/default_model_log.md, not the shipped one.
 #
-# SHIPPED=1: the legs of the shipped model (v6) in order, each by its step count as logged (sections
-# 5, 6, 9, 10, 11 and 12), so the path is the same on any machine: base 445 steps, resumed to 1173;
+# SHIPPED=1: the legs of the shipped model in order, each by its step count as logged (sections
+# 5, 6, 9, 10, 11, 12, 18 and 19), so the path is the same on any machine: base 445 steps, resumed to 1173;
 # stage 1 640, resumed to 1070; stage 2 529, resumed to 849; then three stage-2 runs, each from the
 # one before (the third and fourth from its export, as the shipped legs started from the shipped
 # model): 952 steps at lr 1e-4 on the longer half of the lengths twice as often, 975 at 8e-5 and
-# 596 at 6e-5 on the last three weighted further. About 420 minutes on 2 cores. What differs from
+# 596 at 6e-5 on the last three weighted further (v6); then v6 grown with error feedback and four
+# more stage-2 legs, each from the export of the one before: 417 and 405 steps at lr 1e-4, then
+# square crops (crop_ratio [1, 1]), 279 steps at 6e-5 on areas 0.5-1 and 350 on areas 0.25-1 (the
+# shipped model, log sections 18 and 19). About 600 minutes on 2 cores. What differs from
 # the shipped run: its base and stage 1 saw the 265 training photos of an earlier split (now 273),
 # and a resumed leg restarts its lr schedule at the step it resumes, where the shipped legs
 # restarted at the pace their wall-clock budgets measured.
@@ -79,7 +82,20 @@ else
   stage finetune "$W/leg4" done "$(steps 975) lr=8e-5 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg3/export"
   [ -f "$W/leg4/export/config.json" ] || export_run "$W/leg4" "$W/leg4/export" > "$W/leg4/export.json"
   stage finetune "$W/leg5" done "$(steps 596) lr=6e-5 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg4/export"
-  final=$W/leg5
+  [ -f "$W/leg5/export/config.json" ] || export_run "$W/leg5" "$W/leg5/export" > "$W/leg5/export.json"
+  # v6 above; then error feedback (log section 18) and square crops (section 19)
+  [ -f "$W/grown/config.json" ] || $PY benchmarks/grow_model.py "$W/leg5/export" --error-feedback --out "$W/grown"
+  stage finetune "$W/leg6" done "$(steps 417) lr=1e-4 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/grown"
+  [ -f "$W/leg6/export/config.json" ] || export_run "$W/leg6" "$W/leg6/export" > "$W/leg6/export.json"
+  stage finetune "$W/leg7" done "$(steps 405) lr=1e-4 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg6/export"
+  [ -f "$W/leg7/export/config.json" ] || export_run "$W/leg7" "$W/leg7/export" > "$W/leg7/export.json"
+  square="crop_ratio=[1,1]"
+  stage finetune "$W/leg8" done "$(steps 279) lr=6e-5 warmup=20 $late $square crop_scale=[0.5,1.0] ${FINETUNE_SET:-}" \
+      --init "$W/leg7/export"
+  [ -f "$W/leg8/export/config.json" ] || export_run "$W/leg8" "$W/leg8/export" > "$W/leg8/export.json"
+  stage finetune "$W/leg9" done "$(steps 350) lr=6e-5 warmup=20 $late $square crop_scale=[0.25,1.0] ${FINETUNE_SET:-}" \
+      --init "$W/leg8/export"
+  final=$W/leg9
 fi
 say "export: the length rule from the training photos -> $EXPORT"
 export_run "$final" "$EXPORT" | tee "$W/export.json"

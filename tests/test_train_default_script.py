@@ -1,6 +1,6 @@
 """benchmarks/train_default_cpu.sh, run for real: the shipped model's path (SHIPPED=1) at 1% of its
 steps on 70 generated photos, every leg from the one before, to an exported model and a demo.
-About 7 minutes on 2 cores, so `pytest -m slow`."""
+About 10 minutes on 2 cores, so `pytest -m slow`."""
 import json
 import os
 import subprocess
@@ -13,8 +13,10 @@ from PIL import Image
 from conftest import REPO
 
 # the shipped legs' step counts at STEP_PERCENT=1, rounded up: base 445 -> 1173, stage 1 640 -> 1070,
-# stage 2 529 -> 849, then 952, 975 and 596
-LAST_STEPS = {"base": 12, "distill": 11, "finetune": 9, "leg3": 10, "leg4": 10, "leg5": 6}
+# stage 2 529 -> 849, then 952, 975 and 596 (v6), then 417 and 405 with error feedback, 279 and 350 on
+# square crops
+LAST_STEPS = {"base": 12, "distill": 11, "finetune": 9, "leg3": 10, "leg4": 10, "leg5": 6,
+              "leg6": 5, "leg7": 5, "leg8": 3, "leg9": 4}
 
 
 def write_photos(folder, count=70, size=160):
@@ -47,6 +49,11 @@ def test_shipped_path_in_one_command(tmp_path):
     assert f"initial weights: {work / 'leg3' / 'export'}" in (work / "leg4" / "train.log").read_text()
     assert f"initial weights: {work / 'leg4' / 'export'}" in (work / "leg5" / "train.log").read_text()
     assert "iterations trained in turn: [0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7]" in (work / "leg3" / "train.log").read_text()
+    assert f"initial weights: {work / 'grown'}" in (work / "leg6" / "train.log").read_text()
+    assert f"initial weights: {work / 'leg8' / 'export'}" in (work / "leg9" / "train.log").read_text()
+    leg9 = (work / "leg9" / "recipe.yaml").read_text()
+    assert "crop_ratio:\n- 1.0\n- 1.0" in leg9 and "crop_scale:\n- 0.25\n- 1.0" in leg9
+    assert json.loads((export / "config.json").read_text())["config"]["error_feedback"]
     criterion = json.loads((export / "config.json").read_text())["config"]["criterion"]
     assert criterion.startswith("ssim:") and "+gain:" in criterion
     summary = json.loads((work / "demo" / "summary.json").read_text())
