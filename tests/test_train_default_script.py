@@ -1,6 +1,6 @@
 """benchmarks/train_default_cpu.sh, run for real: the shipped model's path (SHIPPED=1) at 1% of its
 steps on 70 generated photos, every leg from the one before, to an exported model and a demo.
-About 10 minutes on 2 cores, so `pytest -m slow`."""
+About 11 minutes on 2 cores, so `pytest -m slow`."""
 import json
 import os
 import subprocess
