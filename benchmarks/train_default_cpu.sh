@@ -62,6 +62,9 @@ stage() {  # stage NAME RUN MARK SETS ARGS... : train unless RUN/MARK exists, re
 export_run() {  # export_run RUN OUT : latent_norm averages and the length rule from the training photos
   $PY benchmarks/export_default.py "$1" --data "$W/small/train" --out "$2" --rule ssim --stall
 }
+export_leg() {  # export_leg RUN : RUN/export (the next leg's --init) and RUN/export.json, unless done
+  [ -f "$1/export/config.json" ] || export_run "$1" "$1/export" > "$1/export.json"
+}
 if [ -z "${SHIPPED:-}" ]; then
   stage base "$W/base" done "${BASE_SET:-}"
   stage distill "$W/distill" done "${DISTILL_SET:-}" --base "$W/base"
@@ -78,21 +81,21 @@ else
   stage finetune "$W/finetune" done.2 "$(steps 849) ${FINETUNE_SET:-}" --init "$W/distill"
   stage finetune "$W/leg3" done "$(steps 952) lr=1e-4 warmup=20 iteration_cycle=[0,1,2,3,4,5,6,7,4,5,6,7] ${FINETUNE_SET:-}" \
       --init "$W/finetune"
-  [ -f "$W/leg3/export/config.json" ] || export_run "$W/leg3" "$W/leg3/export" > "$W/leg3/export.json"
+  export_leg "$W/leg3"
   stage finetune "$W/leg4" done "$(steps 975) lr=8e-5 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg3/export"
-  [ -f "$W/leg4/export/config.json" ] || export_run "$W/leg4" "$W/leg4/export" > "$W/leg4/export.json"
+  export_leg "$W/leg4"
   stage finetune "$W/leg5" done "$(steps 596) lr=6e-5 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg4/export"
-  [ -f "$W/leg5/export/config.json" ] || export_run "$W/leg5" "$W/leg5/export" > "$W/leg5/export.json"
+  export_leg "$W/leg5"
   # v6 above; then error feedback (log section 18) and square crops (section 19)
   [ -f "$W/grown/config.json" ] || $PY benchmarks/grow_model.py "$W/leg5/export" --error-feedback --out "$W/grown"
   stage finetune "$W/leg6" done "$(steps 417) lr=1e-4 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/grown"
-  [ -f "$W/leg6/export/config.json" ] || export_run "$W/leg6" "$W/leg6/export" > "$W/leg6/export.json"
+  export_leg "$W/leg6"
   stage finetune "$W/leg7" done "$(steps 405) lr=1e-4 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg6/export"
-  [ -f "$W/leg7/export/config.json" ] || export_run "$W/leg7" "$W/leg7/export" > "$W/leg7/export.json"
+  export_leg "$W/leg7"
   square="crop_ratio=[1,1]"
   stage finetune "$W/leg8" done "$(steps 279) lr=6e-5 warmup=20 $late $square crop_scale=[0.5,1.0] ${FINETUNE_SET:-}" \
       --init "$W/leg7/export"
-  [ -f "$W/leg8/export/config.json" ] || export_run "$W/leg8" "$W/leg8/export" > "$W/leg8/export.json"
+  export_leg "$W/leg8"
   stage finetune "$W/leg9" done "$(steps 350) lr=6e-5 warmup=20 $late $square crop_scale=[0.25,1.0] ${FINETUNE_SET:-}" \
       --init "$W/leg8/export"
   final=$W/leg9
