@@ -191,15 +191,17 @@ class ALIT(nn.Module):
             logits, probs, codes = self._decode_latents(latents, trace, t)
         if trace is not None:
             _trace_step(trace, t, latents, ids, qloss, logits, probs, codes, state.targets)
+        # the code error [B, N, Cb]: what error feedback adds, and what halts a VAE-based model
+        error = codes - state.targets.codes if feeds or (halts and probs is None) else None
         if feeds:
-            x = self.encoder.feed(x, codes - state.targets.codes)
+            x = self.encoder.feed(x, error)
         halted = None
         if halts:
             gt_prob = err = None
             if probs is not None:
                 gt_prob = probs.gather(-1, state.targets.ids[..., None])[..., 0]  # [B, N]
             else:
-                err = (codes - state.targets.codes).abs().mean(-1)  # [B, N]
+                err = error.abs().mean(-1)  # [B, N]
             halted = halting.mask(t, gt_prob, err, trace)
             if halted is not None:
                 x = self.encoder.halt(x, halted)
