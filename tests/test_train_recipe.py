@@ -160,3 +160,18 @@ def test_lr_multipliers_scale_the_lr_of_the_parameters_they_name():
         param_groups(model, 0.05, {"encoder.fedback": 10})
     with pytest.raises(AlitError, match="lr_multipliers.encoder.feedback must be a positive number"):
         R.FinetuneRecipe(lr_multipliers={"encoder.feedback": 0})
+
+
+def test_precision_resolves_per_device_and_warns_where_bf16_is_emulated():
+    from alit.train.loop import precision_note, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) is None  # fp32 on a CPU unless asked
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    with pytest.raises(AlitError, match="fp16 needs a GPU"):
+        resolve_precision("fp16", cpu)
+    note = precision_note(torch.bfloat16, cpu, native=False)
+    assert "no native bf16" in note and "precision=fp32" in note
+    assert precision_note(torch.bfloat16, cpu, native=True) is None
+    assert precision_note(None, cpu, native=False) is None  # fp32: nothing to say
+    assert precision_note(torch.bfloat16, torch.device("cuda"), native=False) is None

@@ -120,6 +120,19 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+def precision_note(amp_dtype: torch.dtype | None, device: torch.device, native: bool | None = None) -> str | None:
+    """A warning when bf16 autocast runs on a CPU that emulates bf16 (no avx512_bf16, no AMX): there it
+    is usually slower than fp32. `native`: whether the CPU has it (None: ask torch)."""
+    if amp_dtype != torch.bfloat16 or device.type != "cpu":
+        return None
+    if native is None:
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if native:
+        return None
+    return ("precision bf16: this CPU has no native bf16 (avx512_bf16 or AMX), so bf16 autocast is emulated and "
+            "usually slower than fp32; --set precision=fp32 to train in fp32")
+
+
 def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resume: bool = False,
         progress: bool = True) -> Path:
     """Train `stage_cls` as `recipe` says into `run_dir` (inside dist.init() / dist.shutdown())."""
@@ -197,6 +210,9 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
     monitor = Monitor(run_dir if main else None, start + 1, max_steps, progress=progress)
     for line in log_lines:
         monitor.event(line)
+    note = precision_note(amp_dtype, device)
+    if note:
+        monitor.event(note)
     prec = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + loss scaler"}[amp_dtype]
     monitor.event(
         f"{'resuming at step ' + str(start + 1) + ' from ' + str(ckpt) if state else 'starting'}: "
