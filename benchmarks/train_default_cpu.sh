@@ -4,17 +4,19 @@
 #   benchmarks/train_default_cpu.sh [WORK_DIR]             # default WORK_DIR: runs/default
 #   SHIPPED=1 benchmarks/train_default_cpu.sh [WORK_DIR]    # the shipped model's own path
 #
-# Without SHIPPED (about 135 minutes on 2 cores; each stage has a wall-clock budget, see the recipes):
+# Without SHIPPED (about 144 minutes on 2 cores; each stage has a wall-clock budget, see the recipes):
 # 1. `alit data photos` (273 training / 48 held-out photos), the training ones shrunk to 128 px
-# 2. `alit train base --config default`      the KL-VAE (60 min)
-# 3. `alit train distill --config default`   stage 1 (55 min)
-# 4. `alit train finetune --config default`  stage 2 (15 min)
+# 2. `alit train base --config default`      the KL-VAE (35 min)
+# 3. `alit train distill --config default`   stage 1, with error feedback (42 min)
+# 4. `alit train finetune --config default`  stage 2, the late iterations more often (63 min)
+#    (all three in bf16 autocast on square, unstretched crops)
 # 5. benchmarks/export_default.py            the length rule (ssim:S+gain:G, as the shipped model), calibrated on the training photos only,
 #                                            and the model written to EXPORT (default: the bundled folder)
 # 6. `alit demo`                             the figures on the held-out photos, WORK_DIR/demo
-# That is section 7's model of benchmarks/results/default_model_log.md, not the shipped one.
+# That is section 20's model of benchmarks/results/default_model_log.md, not the shipped one.
 #
-# SHIPPED=1: the legs of the shipped model in order, each by its step count as logged (sections
+# SHIPPED=1: the legs of the shipped model in order, on the recipes as they were then (fp32, the
+# paper's stretched crops of 0.5-1, no error feedback in stage 1, stage 2 cycling 0..7: OLD_* below), each by its step count as logged (sections
 # 5, 6, 9, 10, 11, 12, 18 and 19), so the path is the same on any machine: base 445 steps, resumed to 1173;
 # stage 1 640, resumed to 1070; stage 2 529, resumed to 849; then three stage-2 runs, each from the
 # one before (the third and fourth from its export, as the shipped legs started from the shipped
@@ -73,30 +75,35 @@ if [ -z "${SHIPPED:-}" ]; then
 else
   steps() { echo "max_time=null max_steps=$(( ($1 * ${STEP_PERCENT:-100} + 99) / 100 ))"; }
   late="iteration_cycle=[0,1,2,3,4,5,6,7,5,6,7,6,7,7]"
-  stage base "$W/base" done "$(steps 445) ${BASE_SET:-}"
-  stage base "$W/base" done.2 "$(steps 1173) ${BASE_SET:-}"
-  stage distill "$W/distill" done "$(steps 640) ${DISTILL_SET:-}" --base "$W/base"
-  stage distill "$W/distill" done.2 "$(steps 1070) ${DISTILL_SET:-}" --base "$W/base"
-  stage finetune "$W/finetune" done "$(steps 529) ${FINETUNE_SET:-}" --init "$W/distill"
-  stage finetune "$W/finetune" done.2 "$(steps 849) ${FINETUNE_SET:-}" --init "$W/distill"
-  stage finetune "$W/leg3" done "$(steps 952) lr=1e-4 warmup=20 iteration_cycle=[0,1,2,3,4,5,6,7,4,5,6,7] ${FINETUNE_SET:-}" \
+  # the recipes' values when these legs ran (section 20 changed them); a leg's own sets come after
+  old="precision=fp32 crop_scale=[0.5,1.0] crop_ratio=[0.75,1.3333333333333333]"
+  OLD_BASE="max_time=3600 $old"
+  OLD_DISTILL="max_time=3300 $old model_overrides.error_feedback=false"
+  OLD_FINETUNE="max_time=900 $old iteration_cycle=null"
+  stage base "$W/base" done "$OLD_BASE $(steps 445) ${BASE_SET:-}"
+  stage base "$W/base" done.2 "$OLD_BASE $(steps 1173) ${BASE_SET:-}"
+  stage distill "$W/distill" done "$OLD_DISTILL $(steps 640) ${DISTILL_SET:-}" --base "$W/base"
+  stage distill "$W/distill" done.2 "$OLD_DISTILL $(steps 1070) ${DISTILL_SET:-}" --base "$W/base"
+  stage finetune "$W/finetune" done "$OLD_FINETUNE $(steps 529) ${FINETUNE_SET:-}" --init "$W/distill"
+  stage finetune "$W/finetune" done.2 "$OLD_FINETUNE $(steps 849) ${FINETUNE_SET:-}" --init "$W/distill"
+  stage finetune "$W/leg3" done "$OLD_FINETUNE $(steps 952) lr=1e-4 warmup=20 iteration_cycle=[0,1,2,3,4,5,6,7,4,5,6,7] ${FINETUNE_SET:-}" \
       --init "$W/finetune"
   export_leg "$W/leg3"
-  stage finetune "$W/leg4" done "$(steps 975) lr=8e-5 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg3/export"
+  stage finetune "$W/leg4" done "$OLD_FINETUNE $(steps 975) lr=8e-5 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg3/export"
   export_leg "$W/leg4"
-  stage finetune "$W/leg5" done "$(steps 596) lr=6e-5 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg4/export"
+  stage finetune "$W/leg5" done "$OLD_FINETUNE $(steps 596) lr=6e-5 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg4/export"
   export_leg "$W/leg5"
   # v6 above; then error feedback (log section 18) and square crops (section 19)
   [ -f "$W/grown/config.json" ] || $PY benchmarks/grow_model.py "$W/leg5/export" --error-feedback --out "$W/grown"
-  stage finetune "$W/leg6" done "$(steps 417) lr=1e-4 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/grown"
+  stage finetune "$W/leg6" done "$OLD_FINETUNE $(steps 417) lr=1e-4 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/grown"
   export_leg "$W/leg6"
-  stage finetune "$W/leg7" done "$(steps 405) lr=1e-4 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg6/export"
+  stage finetune "$W/leg7" done "$OLD_FINETUNE $(steps 405) lr=1e-4 warmup=20 $late ${FINETUNE_SET:-}" --init "$W/leg6/export"
   export_leg "$W/leg7"
   square="crop_ratio=[1,1]"
-  stage finetune "$W/leg8" done "$(steps 279) lr=6e-5 warmup=20 $late $square crop_scale=[0.5,1.0] ${FINETUNE_SET:-}" \
+  stage finetune "$W/leg8" done "$OLD_FINETUNE $(steps 279) lr=6e-5 warmup=20 $late $square crop_scale=[0.5,1.0] ${FINETUNE_SET:-}" \
       --init "$W/leg7/export"
   export_leg "$W/leg8"
-  stage finetune "$W/leg9" done "$(steps 350) lr=6e-5 warmup=20 $late $square crop_scale=[0.25,1.0] ${FINETUNE_SET:-}" \
+  stage finetune "$W/leg9" done "$OLD_FINETUNE $(steps 350) lr=6e-5 warmup=20 $late $square crop_scale=[0.25,1.0] ${FINETUNE_SET:-}" \
       --init "$W/leg8/export"
   final=$W/leg9
 fi
