@@ -63,7 +63,9 @@ def main() -> None:
         ap.error("--steps must be larger than --skip")
     import torch
 
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    from alit.train.loop import cpu_has_native_bf16
+
+    native = cpu_has_native_bf16()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for stage in args.stages.split(","):

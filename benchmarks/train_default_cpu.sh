@@ -16,8 +16,9 @@
 # That is section 20's model of benchmarks/results/default_model_log.md, not the shipped one.
 #
 # SHIPPED=1: the legs of the shipped model in order, on the recipes as they were then (fp32, the
-# paper's stretched crops of 0.5-1, no error feedback in stage 1, stage 2 cycling 0..7: OLD_* below), each by its step count as logged (sections
-# 5, 6, 9, 10, 11, 12, 18 and 19), so the path is the same on any machine: base 445 steps, resumed to 1173;
+# paper's stretched crops of 0.5-1, no error feedback in stage 1, stage 2 cycling 0..7: OLD_* below),
+# each by its step count as logged (sections 5, 6, 9, 10, 11, 12, 18 and 19), so the path is the
+# same on any machine: base 445 steps, resumed to 1173;
 # stage 1 640, resumed to 1070; stage 2 529, resumed to 849; then three stage-2 runs, each from the
 # one before (the third and fourth from its export, as the shipped legs started from the shipped
 # model): 952 steps at lr 1e-4 on the longer half of the lengths twice as often, 975 at 8e-5 and
@@ -75,11 +76,11 @@ if [ -z "${SHIPPED:-}" ]; then
 else
   steps() { echo "max_time=null max_steps=$(( ($1 * ${STEP_PERCENT:-100} + 99) / 100 ))"; }
   late="iteration_cycle=[0,1,2,3,4,5,6,7,5,6,7,6,7,7]"
-  # the recipes' values when these legs ran (section 20 changed them); a leg's own sets come after
-  old="precision=fp32 crop_scale=[0.5,1.0] crop_ratio=[0.75,1.3333333333333333]"
-  OLD_BASE="max_time=3600 $old"
-  OLD_DISTILL="max_time=3300 $old model_overrides.error_feedback=false"
-  OLD_FINETUNE="max_time=900 $old iteration_cycle=null"
+  # the recipes' values when these legs ran (section 20 changed them; max_time no leg uses, its
+  # steps set it to null); a leg's own sets come after
+  OLD_BASE="precision=fp32 crop_scale=[0.5,1.0] crop_ratio=[0.75,1.3333333333333333]"
+  OLD_DISTILL="$OLD_BASE model_overrides.error_feedback=false"
+  OLD_FINETUNE="$OLD_BASE iteration_cycle=null"
   stage base "$W/base" done "$OLD_BASE $(steps 445) ${BASE_SET:-}"
   stage base "$W/base" done.2 "$OLD_BASE $(steps 1173) ${BASE_SET:-}"
   stage distill "$W/distill" done "$OLD_DISTILL $(steps 640) ${DISTILL_SET:-}" --base "$W/base"

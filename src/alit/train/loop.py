@@ -120,13 +120,18 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX) rather than emulating it."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def precision_note(amp_dtype: torch.dtype | None, device: torch.device, native: bool | None = None) -> str | None:
     """A warning when bf16 autocast runs on a CPU that emulates bf16 (no avx512_bf16, no AMX): there it
     is usually slower than fp32. `native`: whether the CPU has it (None: ask torch)."""
     if amp_dtype != torch.bfloat16 or device.type != "cpu":
         return None
     if native is None:
-        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        native = cpu_has_native_bf16()
     if native:
         return None
     return ("precision bf16: this CPU has no native bf16 (avx512_bf16 or AMX), so bf16 autocast is emulated and "
