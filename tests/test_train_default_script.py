@@ -66,7 +66,7 @@ def test_shipped_path_in_one_command(tmp_path):
 def test_default_path_in_one_command(tmp_path):
     """The one command as the README gives it (no SHIPPED), each stage cut to a few steps: base,
     stage 1 and stage 2 on the default recipes (bf16 autocast, square crops, error feedback, the
-    late-weighted cycle), then the export and the demo."""
+    late-weighted cycle), stage 2's low-lr leg from its export, then the export and the demo."""
     work, export = tmp_path / "work", tmp_path / "export"
     write_photos(work / "photos" / "train")
     short = "max_time=null max_steps=4"
@@ -75,14 +75,16 @@ def test_default_path_in_one_command(tmp_path):
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "train_default_cpu.sh"), str(work)], env=env,
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert {name: last_step(work / name) for name in ("base", "distill", "finetune")} == \
-        {"base": 4, "distill": 4, "finetune": 4}
-    for name in ("base", "distill", "finetune"):
+    assert {name: last_step(work / name) for name in ("base", "distill", "finetune", "leg")} == \
+        {"base": 4, "distill": 4, "finetune": 4, "leg": 4}
+    for name in ("base", "distill", "finetune", "leg"):
         recipe = (work / name / "recipe.yaml").read_text()
         assert "precision: bf16" in recipe and "crop_ratio:\n- 1.0\n- 1.0" in recipe, name
     assert "crop_scale:\n- 0.25\n- 1.0" in (work / "finetune" / "recipe.yaml").read_text()
     assert "iterations trained in turn: [0, 1, 2, 3, 4, 5, 6, 7, 5, 6, 7, 6, 7, 7]" in \
         (work / "finetune" / "train.log").read_text()
+    leg = (work / "leg" / "recipe.yaml").read_text()  # the leg starts from stage 2's export, at low lr
+    assert "lr: 6.0e-05" in leg and f"init: {work / 'finetune' / 'export'}" in leg, leg
     config = json.loads((export / "config.json").read_text())["config"]
     assert config["error_feedback"] and config["criterion"].startswith("ssim:")
     summary = json.loads((work / "demo" / "summary.json").read_text())
