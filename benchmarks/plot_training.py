@@ -5,7 +5,8 @@
 Panels: the base's L1; stage 1's code MSE at the first and last iteration (smoothed) and latent
 reliance at the preview steps (the stage-1 loss with another image's latents minus with the
 image's own: about 0 on the saddle); stage 2's pixel L1, that of its first and last iteration, and its
-latent reliance. A run folder that is absent is left out, and so are its panels.
+latent reliance. A run folder that is absent is left out, and so are its panels. The low-lr leg after stage 2
+(`leg/`) is drawn in stage 2's panels, after its last step (a dotted line where it starts).
 """
 from __future__ import annotations
 
@@ -44,7 +45,10 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     work = Path(args.work)
-    base, distill, finetune = (records(work / name) for name in ("base", "distill", "finetune"))
+    base, distill, finetune, leg = (records(work / name) for name in ("base", "distill", "finetune", "leg"))
+    leg_start = finetune[-1]["step"] if finetune and leg else None
+    if leg_start is not None:
+        finetune = finetune + [dict(r, step=r["step"] + leg_start) for r in leg]
     panels = []  # (title, draw(ax)) for the runs that are there
 
     def curve(ax, recs, key, color, label=None):
@@ -88,6 +92,8 @@ def main() -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
     for ax, (title, draw) in zip(axes[0], panels):
         draw(ax)
+        if leg_start is not None and title.startswith("stage 2"):
+            ax.axvline(leg_start, color="0.4", ls=":", lw=1)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
