@@ -48,6 +48,9 @@ say() { echo "[$(date +%H:%M:%S), $(( ($(date +%s) - start) / 60 )) min] $*"; }
 
 [ -d "$W/photos/train" ] || $PY -m alit data photos --out "$W/photos"
 $PY benchmarks/shrink_photos.py "$W/photos/train" "$W/small/train"
+n=$(find "$W/small/train" -type f | wc -l)
+[ "$n" = 273 ] || say "note: $n training photos; the log's figures were measured on 273 (without foolbox," \
+    "pip install --no-deps foolbox==3.3.4, \`alit data photos\` finds 253)"
 
 stage() {  # stage NAME RUN MARK SETS ARGS... : train unless RUN/MARK exists, resuming RUN if it has checkpoints
   local name=$1 run=$2 mark=$3 sets=$4
