@@ -14,7 +14,7 @@
 # 5. benchmarks/export_default.py            the length rule (ssim:S+gain:G, as the shipped model), calibrated on the training photos only,
 #                                            and the model written to EXPORT (default: the bundled folder)
 # 6. `alit demo`                             the figures on the held-out photos, WORK_DIR/demo
-# That is section 21's model of benchmarks/results/default_model_log.md.
+# That is section 21's model of benchmarks/results/default_model_log.md (142 minutes), not the shipped one.
 #
 # SHIPPED=1: the legs of the shipped model in order, on the recipes as they were then (fp32, the
 # paper's stretched crops of 0.5-1, no error feedback in stage 1, stage 2 cycling 0..7: OLD_* below),
