@@ -17,12 +17,12 @@ from conftest import run_alit
 from test_eval_support import one_thread  # noqa: F401
 
 
-DEFAULT_CRITERION = "ssim:0.4926+gain:0.001"
+DEFAULT_CRITERION = "ssim:0.4526+gain:0.0015"
 # `alit demo` on the bundled model, as the README quotes it
-README_MEAN_L1 = [0.0982, 0.0843, 0.0821, 0.0804, 0.0789, 0.0782, 0.0777, 0.0777]
-README_BASE_L1 = 0.1184
-README_RHO = 0.679
-README_CHOSEN = {16: 14, 32: 6, 48: 1, 64: 8, 80: 5, 96: 3, 112: 6, 128: 5}  # photos per length
+README_MEAN_L1 = [0.1069, 0.0914, 0.0817, 0.0771, 0.0752, 0.0750, 0.0744, 0.0739]
+README_BASE_L1 = 0.1253
+README_RHO = 0.789
+README_CHOSEN = {16: 13, 32: 9, 48: 3, 64: 6, 80: 2, 96: 5, 112: 6, 128: 4}  # photos per length
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,9 @@ def test_demo_on_the_bundled_model(tmp_path):
     assert list(l1) == [str(L) for L in range(16, 129, 16)]
     assert list(l1.values()) == pytest.approx(README_MEAN_L1, abs=2e-4)
     assert all(b < a for a, b in zip(list(l1.values()), list(l1.values())[1:]))  # falls at every block
-    assert l1["128"] <= 0.8 * l1["16"]  # issue #12's bar: 0.791 measured
+    assert l1["128"] <= 0.8 * l1["16"]  # issue #12's bar: 0.691 measured
     assert s["base"]["l1"] == pytest.approx(README_BASE_L1, abs=2e-4)
     assert s["spearman_chosen_vs_png_bpp"]["rho"] == pytest.approx(README_RHO, abs=5e-3)
     chosen = [r["chosen_tokens"] for r in s["images"]]
-    assert {L: chosen.count(L) for L in README_CHOSEN} == README_CHOSEN  # 8 lengths, at most 14 photos at one
+    assert {L: chosen.count(L) for L in README_CHOSEN} == README_CHOSEN  # 8 lengths, at most 13 photos at one
     assert f"mean chosen tokens {s['mean_chosen_tokens']:.1f}" in proc.stdout
