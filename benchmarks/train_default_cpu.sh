@@ -37,10 +37,10 @@ n=$(find "$W/small/train" -type f | wc -l)
 [ "$n" = 273 ] || say "note: $n training photos; the log's figures were measured on 273 (without foolbox," \
     "pip install --no-deps foolbox==3.3.4, \`alit data photos\` finds 253)"
 
-stage() {  # stage NAME RUN MARK SETS ARGS... : train unless RUN/MARK exists, resuming RUN if it has checkpoints
-  local name=$1 run=$2 mark=$3 sets=$4
-  shift 4
-  if [ -f "$run/$mark" ]; then say "$name: done already ($run, $mark)"; return; fi
+stage() {  # stage NAME RUN SETS ARGS... : train unless RUN/done exists, resuming RUN if it has checkpoints
+  local name=$1 run=$2 sets=$3
+  shift 3
+  if [ -f "$run/done" ]; then say "$name: done already ($run)"; return; fi
   local resume=()
   [ -d "$run/checkpoints" ] && resume=(--resume)
   say "$name: training into $run${sets:+ with $sets}"
@@ -49,7 +49,7 @@ stage() {  # stage NAME RUN MARK SETS ARGS... : train unless RUN/MARK exists, re
   $PY -m alit train "$name" --config default --data "$W/small/train" --out "$run" --no-progress \
       "${resume[@]}" "$@" ${sets:+--set $sets}
   set +f
-  touch "$run/$mark"
+  touch "$run/done"
 }
 export_run() {  # export_run RUN OUT : latent_norm averages and the length rule from the training photos
   $PY benchmarks/export_default.py "$1" --data "$W/small/train" --out "$2" --rule ssim --stall
@@ -57,17 +57,16 @@ export_run() {  # export_run RUN OUT : latent_norm averages and the length rule 
 export_leg() {  # export_leg RUN : RUN/export (the leg's --init) and RUN/export.json, unless done
   [ -f "$1/export/config.json" ] || export_run "$1" "$1/export" > "$1/export.json"
 }
-stage base "$W/base" done "${BASE_SET:-}"
-stage distill "$W/distill" done "${DISTILL_SET:-}" --base "$W/base"
-stage finetune "$W/finetune" done "${FINETUNE_SET:-}" --init "$W/distill"
+stage base "$W/base" "${BASE_SET:-}"
+stage distill "$W/distill" "${DISTILL_SET:-}" --base "$W/base"
+stage finetune "$W/finetune" "${FINETUNE_SET:-}" --init "$W/distill"
 # a second, short cosine at low lr from stage 2's export (its latent_norm averages recomputed):
 # stage 2's wall-clock budget fits its schedule as it goes, and without this leg held-out L1
 # rose after 96 tokens (log sections 20 and 21)
 export_leg "$W/finetune"
-stage finetune "$W/leg" done "max_time=null max_steps=200 lr=6e-5 base_lr=4.5e-5 min_lr=1e-5 warmup=20 ${FINETUNE_SET:-}" \
+stage finetune "$W/leg" "max_time=null max_steps=200 lr=6e-5 base_lr=4.5e-5 min_lr=1e-5 warmup=20 ${FINETUNE_SET:-}" \
     --init "$W/finetune/export"
-final=$W/leg
 say "export: the length rule from the training photos -> $EXPORT"
-export_run "$final" "$EXPORT" | tee "$W/export.json"
+export_run "$W/leg" "$EXPORT" | tee "$W/export.json"
 $PY -m alit demo --checkpoint "$EXPORT" --out "$W/demo"
 say "finished: $W/demo/index.html"
