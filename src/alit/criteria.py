@@ -212,7 +212,9 @@ class SSIMAbove(ScoredRule):
         """[B] the SSIM."""
         from .eval.metrics import ssim
 
-        return ssim(images, reconstructions.clamp(0, 1)).to(images.device)
+        # float64 on a CPU, as `alit eval` scores; float32 on accelerators unless given float64
+        wide = torch.float64 if images.device.type == "cpu" or images.dtype == torch.float64 else torch.float32
+        return ssim(images, reconstructions.clamp(0, 1), dtype=wide).to(images.device)
 
     def passes(self, score: torch.Tensor) -> torch.Tensor:
         return score > self.s
@@ -246,10 +248,17 @@ class Stalled:
 
     def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor,
                  previous: torch.Tensor | None) -> torch.Tensor:
+        before = None if previous is None else self.rule.score(images, previous)
+        return self.judge(images, reconstructions, before)[0]
+
+    def judge(self, images: torch.Tensor, reconstructions: torch.Tensor,
+              before: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(accepted [B], the score [B] at this length), given the score at the length before (None
+        at the first): what `encode` calls, so that each length is scored once."""
         score = self.rule.score(images, reconstructions)  # once: it both passes and gains
-        if previous is None:
-            return self.rule.passes(score)
-        return self.rule.passes(score) | (score - self.rule.score(images, previous) < self.gain)
+        if before is None:
+            return self.rule.passes(score), score
+        return self.rule.passes(score) | (score - before < self.gain), score
 
     def __repr__(self) -> str:
         return f"Stalled({self.rule!r}, gain={self.gain:g})"
@@ -308,10 +317,10 @@ class EightBit:
     them). The commands' one scoring rule; `tok.encode(images)` uses it with the model's own rule.
     A pixel-free criterion is returned as it is by `EightBit.of`."""
 
-    def __init__(self, criterion, truncate: bool = False):
+    def __init__(self, criterion, truncate: bool = False, dtype: torch.dtype | None = None):
         if not needs_pixels(criterion):
             raise ValueError(f"{criterion!r} judges no pixels: use it as it is")
-        self.criterion, self.truncate = criterion, truncate
+        self.criterion, self.truncate, self.dtype = criterion, truncate, dtype
 
     @classmethod
     def of(cls, criterion, truncate: bool = False):
@@ -319,10 +328,22 @@ class EightBit:
 
     def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor, *previous) -> torch.Tensor:
         # previous: the reconstructions at the length before, for a rule that `looks_back` (Stalled)
-        # float64, as `alit eval` and `alit demo` score: the same numbers as their tables (MPS has no float64)
-        wide = torch.float32 if images.device.type == "mps" else torch.float64
+        wide = self._wide(images.device)
         return self.criterion(images.to(wide), *(None if r is None else self._png(r, wide)
                                                  for r in (reconstructions, *previous)))
+
+    def judge(self, images: torch.Tensor, reconstructions: torch.Tensor, memory):
+        """As `Stalled.judge` (memory: the score at the length before) when the wrapped rule has it;
+        else memory is the reconstructions at the length before, returned anew."""
+        if not hasattr(self.criterion, "judge"):
+            return self(images, reconstructions, memory), reconstructions
+        wide = self._wide(images.device)
+        return self.criterion.judge(images.to(wide), self._png(reconstructions, wide), memory)
+
+    def _wide(self, device: torch.device) -> torch.dtype:
+        """float64 on a CPU, as `alit eval` and `alit demo` score there: the rule sees the numbers in
+        their tables; float32 on accelerators (fast, and MPS has no float64), unless dtype says."""
+        return self.dtype or (torch.float64 if device.type == "cpu" else torch.float32)
 
     def _png(self, reconstructions: torch.Tensor, wide: torch.dtype) -> torch.Tensor:
         scaled = reconstructions.to(wide).clamp(0, 1) * 255

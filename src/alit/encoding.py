@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,29 @@ def model_fingerprint(model: nn.Module) -> str:
     """A short hash of the model's architecture and a sample of every weight tensor: the identity an
     Encoding records. Any retrained or converted-differently model gets another fingerprint; the
     same weights cast to bfloat16 / float16, or given another default length rule
-    (`ENCODE_ONLY_FIELDS`), keep theirs."""
+    (`ENCODE_ONLY_FIELDS`), keep theirs. Computed once per model, and again only after a weight or
+    buffer was replaced or changed in place (their version counters say so)."""
+    key = _weights_version(model)
+    cached = _FINGERPRINTS.get(model)
+    if cached is None or cached[0] != key:
+        cached = _FINGERPRINTS[model] = (key, _fingerprint(model))
+    return cached[1]
+
+
+# model -> (its weights' version, its fingerprint); a model that is garbage-collected leaves it
+_FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _weights_version(model: nn.Module) -> tuple:
+    """Changes whenever a tensor of the state dict is replaced, cast, moved or written in place."""
+    tensors = [*model.parameters(), *model.buffers()]
+    try:
+        return tuple((t.data_ptr(), t._version) for t in tensors) + (model.config,)
+    except RuntimeError:  # tensors made under torch.inference_mode() keep no version: never cache
+        return (object(),)
+
+
+def _fingerprint(model: nn.Module) -> str:
     config = model.config.to_dict()
     for key in ENCODE_ONLY_FIELDS:
         config.pop(key, None)
@@ -55,9 +78,9 @@ def model_fingerprint(model: nn.Module) -> str:
         sample = flat[:: max(1, flat.numel() // 64)][:64]  # up to 64 values each
         if sample.is_floating_point():
             sample = sample.to(torch.bfloat16)  # the values a bf16 copy of the weights also has
-        samples.append(sample.double())
+        samples.append(sample.cpu())
     if samples:
-        h.update(torch.cat(samples).cpu().numpy().tobytes())
+        h.update(torch.cat([x.double() for x in samples]).numpy().tobytes())  # on the CPU: MPS has no float64
     return h.hexdigest()[:16]
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
-from .criteria import CriterionInput, ask_criterion, looks_back, needs_pixels
+from .criteria import CriterionInput, ask_criterion, criterion_answer, looks_back, model_criterion, needs_pixels
 from .encoding import Encoding, model_fingerprint
-from .model.alit import ALIT, Rollout, check_images, compute_dtype
+from .model.alit import ALIT, Rollout, check_images, pick_precision
+from .precision import check_precision, compute_in
 from .model.halting import Halting
 from .presets import preset
 from .resolve import resolve
@@ -25,10 +26,15 @@ from .weights import load_module as load_local
 class AdaptiveTokenizer(ALIT):
     """An ALIT model with the public API of docs/design.md 2.1 (`rollout`; `encode` / `decode`)."""
 
+    # what `encode` / `decode` compute in when a call names none ("fp32", "tf32", "bf16", "fp16";
+    # `alit.precision`); None: the caller's own context (autocast, TF32 flags) as it is
+    precision: str | None = None
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor, num_tokens: int | torch.Tensor | None = None, criterion=None, *,
                halting: str | Halting | None = None, generator: torch.Generator | None = None,
-               dtype: torch.dtype | None = None, _compact: bool = True) -> Encoding:
+               precision: str | torch.dtype | None = None, dtype: torch.dtype | None = None,
+               _compact: bool = True) -> Encoding:
         """Tokens of each image, at a fixed budget or at the shortest length a criterion accepts.
 
         images: float [B, 3, H, W] in [0, 1] at `config.image_size` (computed on the model's device).
@@ -42,8 +48,10 @@ class AdaptiveTokenizer(ALIT):
             with `looks_back = True` (`alit.Stalled`) as `c(images, reconstructions, previous)`,
             with the reconstructions at the length before (None at the first).
         halting: as `rollout` (None: the model's default). generator: VAE posterior sampling.
-        dtype: compute in torch.bfloat16 / torch.float16 under autocast (the weights stay as they
-            are; latents are returned in the model's dtype).
+        precision: "fp32", "tf32", "bf16" or "fp16" (`alit.precision`: the weights stay as they are;
+            ids are chosen in float32; latents are returned in the model's dtype); None: the
+            tokenizer's own (`tok.precision`, set by `alit.load(..., precision=)`), and when that is
+            None too, the caller's context. dtype: the older spelling (torch.bfloat16 ...).
 
         The recurrence stops once every image has its length, and an image leaves the batch as soon
         as it has one, so it costs nothing more; `enc.iterations` is the most any image needed.
@@ -57,8 +65,6 @@ class AdaptiveTokenizer(ALIT):
             raise ValueError("encode takes one of num_tokens= (a budget: an int or a LongTensor [B]) "
                              "and criterion= (e.g. alit.L1Below(0.07)), not both (neither: the model's own rule)")
         if num_tokens is None and criterion is None:
-            from .criteria import model_criterion
-
             criterion = model_criterion(self)
         if criterion is not None and not callable(criterion):
             raise ValueError(f"criterion must be callable as c(images, reconstructions), got "
@@ -67,7 +73,7 @@ class AdaptiveTokenizer(ALIT):
         param = next(self.parameters())
         device = param.device
         images = images.to(device, param.dtype)  # the caller's own tensor when it already matches
-        with compute_dtype(dtype, device):
+        with compute_in(self._precision(precision, dtype), device):
             return self._encode(images, num_tokens, criterion, halting, generator, _compact)
 
     def rollout(self, images: torch.Tensor, halting: str | Halting | None = None, *, grad: bool | None = None,
@@ -91,69 +97,81 @@ class AdaptiveTokenizer(ALIT):
         lengths = torch.zeros(B, dtype=torch.long, device=device)
         latents = images.new_zeros(B, T * L0, self.config.latent_dim)  # [B, Lmax, d]
         ids = None if self.quantizer is None else torch.full((B, T * L0), -1, dtype=torch.long, device=device)
-        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        finished = torch.zeros(B, dtype=torch.bool, device=device)  # read only without compaction
         state = self.start(images, generator)
         active = torch.arange(B, device=device)  # caller's rows still in the batch
         subset = images  # the caller's images still in the batch
-        previous = None  # their reconstructions at the length before, for a criterion that looks back
+        memory = None  # what a criterion that looks back keeps of the length before, per active image
+        placed = Lmax = 0
         for t in range(T):
             last = t == T - 1
             # the decoder's prediction is needed only to judge a length (tokens need no decoder)
             judged = criterion is not None and not last
             step = self.iterate(state, t, halt, last=last, decode=judged)
+            L = L0 * (t + 1)
             if last:
                 done = torch.ones(len(active), dtype=torch.bool, device=device)
             elif num_tokens is not None:
                 done = need[active] == t + 1
             else:
-                done, previous = self._judge(criterion, subset, step, state, L0 * (t + 1), previous)
-            done = done & ~finished[active]  # only without compaction is an active image finished
-            L, rows = L0 * (t + 1), active[done]
-            lengths[rows] = L
-            latents[rows, :L] = step.latents[done]
-            if ids is not None:
-                ids[rows, :L] = step.ids[done]
-            finished[rows] = True
-            if bool(finished.all()):
+                done, memory = self._judge(criterion, subset, step, state, L, memory)
+            if not compact:
+                done = done & ~finished  # every row stays in the batch: skip those placed before
+            # finished rows first, the rest in their order: index tensors, so nothing below syncs
+            order = torch.argsort((~done).to(torch.uint8), stable=True)
+            k = len(active) if last else int(done.sum())  # the iteration's one host sync
+            if k:
+                rows, idx = active[order[:k]], order[:k]
+                lengths[rows] = L
+                latents[rows, :L] = step.latents[idx].to(latents.dtype)
+                if ids is not None:
+                    ids[rows, :L] = step.ids[idx]
+                finished[rows] = True
+                placed, Lmax = placed + k, L
+            if placed == B:
                 break
-            if compact and bool(done.any()):
+            if compact and k:
                 # finished images leave the batch: later iterations run on the rest only
-                keep = ~done
+                keep = order[k:]
                 state.select(keep)
                 active, subset = active[keep], subset[keep]
-                previous = None if previous is None else previous[keep]
+                memory = None if memory is None else memory[keep]
                 halt.rows = active
-        Lmax = int(lengths.max())
         return Encoding(lengths, None if ids is None else ids[:, :Lmax], latents[:, :Lmax], t + 1,
                         model_fingerprint(self), None if ids is None else self.config.codebook_size)
 
-    def _judge(self, criterion, images: torch.Tensor, step, state, num_tokens: int, previous):
-        """(the criterion's answer [b] for the images still in the batch at this length, their
-        reconstructions when the criterion looks back, for the next length; else None)."""
+    def _judge(self, criterion, images: torch.Tensor, step, state, num_tokens: int, memory):
+        """(the criterion's answer [b] for the images still in the batch at this length, what a
+        criterion that looks back keeps for the next length (its scores, or else these
+        reconstructions); None for the others)."""
         if needs_pixels(criterion):
             recons = self.codes_to_images(step.codes)  # [b, 3, H, W] raw
-            if looks_back(criterion):
-                return ask_criterion(criterion, images, recons, previous), recons
-            return ask_criterion(criterion, images, recons), None
+            if not looks_back(criterion):
+                return ask_criterion(criterion, images, recons), None
+            if hasattr(criterion, "judge"):  # keeps its own score: nothing is scored twice
+                accepted, memory = criterion.judge(images, recons, memory)
+                return criterion_answer(accepted, images.shape[0], images.device), memory
+            return ask_criterion(criterion, images, recons, memory), recons
         inp = CriterionInput(images, num_tokens, step.latents, step.logits, step.codes, state.targets,
                              probs=step.probs, decode=self.codes_to_images)
         return ask_criterion(criterion, inp), None
 
     @torch.no_grad()
-    def decode(self, enc: Encoding, *, batched: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Images [B, 3, H, W] clamped to [0, 1] from an Encoding this model made.
+    def decode(self, enc: Encoding, *, batched: bool = True, precision: str | torch.dtype | None = None,
+               dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Images [B, 3, H, W] clamped to [0, 1], in the model's dtype, from an Encoding this model made.
 
         A quantised model decodes the ids (through its codebook), a continuous one the latents.
-        Each image is decoded alone, so the result equals decoding it by itself exactly, whatever
-        else is in the batch. batched=True decodes images of one length together: faster on a GPU,
-        but equal only up to float rounding (batched kernels round differently). dtype: compute in
-        torch.bfloat16 / torch.float16 under autocast (images are returned in the model's dtype).
+        Images of one length are decoded together (equal to decoding each alone up to float
+        rounding: batched kernels round differently); batched=False decodes each image alone, so
+        that the result is bit-for-bit what it is alone, whatever else is in the batch.
+        precision / dtype: as `encode`.
         """
         if not isinstance(enc, Encoding):
             raise ValueError(f"decode expects an alit.Encoding (from encode, Encoding.load or "
                              f"Encoding.from_ids), got {type(enc).__name__}")
         enc.check_model(self)
-        with compute_dtype(dtype, next(self.parameters()).device):
+        with compute_in(self._precision(precision, dtype), next(self.parameters()).device):
             return self._decode(enc, batched)
 
     def _decode(self, enc: Encoding, batched: bool) -> torch.Tensor:
@@ -167,22 +185,25 @@ class AdaptiveTokenizer(ALIT):
             groups = [[i for i, n in enumerate(lengths) if n == L] for L in sorted(set(lengths))]
         else:
             groups = [[i] for i in range(len(lengths))]
-        S = self.config.image_size
-        out = latents.new_empty(len(lengths), 3, S, S)
+        pieces = []
         for rows in groups:
             _, codes = self.decode_latents(latents[rows, :lengths[rows[0]]])  # [b, N, Cb]
-            out[rows] = self.codes_to_images(codes).clamp(0, 1)
-        return out
+            pieces.append(self.codes_to_images(codes).clamp(0, 1).to(param.dtype))  # autocast: bf16
+        order = [i for rows in groups for i in rows]  # the caller's row of each decoded image
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[order] = torch.arange(len(order))
+        return torch.cat(pieces)[inverse.to(param.device)]  # [B, 3, H, W]
 
     # --- by name: the paper's models, the Hugging Face Hub, folders -------------------------------
     @classmethod
     def from_pretrained(cls, repo_or_dir: str | Path, revision: str | None = None,
-                        dtype: torch.dtype | str | None = None) -> "AdaptiveTokenizer":
+                        dtype: torch.dtype | str | None = None, *,
+                        precision: str | None = None) -> "AdaptiveTokenizer":
         """A tokenizer from a local folder, a Hugging Face Hub repository ("org/name", at a
-        `revision`), or any name `alit.load` takes ("default", "paper/...", "hf:org/name")."""
+        `revision`), or any name `alit.load` takes ("default", "paper/...", "hf:org/name").
+        dtype, precision: as `alit.load`."""
         folder = resolve(repo_or_dir, revision, hub_ids=True, expect="alit")
-        tok = load_local(folder, expect="alit", alit_class=cls)
-        return tok if dtype is None else tok.to(as_dtype(dtype))
+        return _configured(load_local(folder, expect="alit", alit_class=cls), dtype, precision)
 
     def save_pretrained(self, folder: str | Path, **card) -> Path:
         """Write config.json, model.safetensors and a README.md model card into folder.
@@ -201,8 +222,14 @@ class AdaptiveTokenizer(ALIT):
                            commit_message=commit_message, **card)
 
     def fingerprint(self) -> str:
-        """The identity an Encoding records: a hash of the config and a sample of every weight."""
+        """The identity an Encoding records: a hash of the config and a sample of every weight
+        (computed once, and again only after the weights change)."""
         return model_fingerprint(self)
+
+    def _precision(self, precision, dtype) -> str | None:
+        """The precision a call asks for, else the tokenizer's own."""
+        asked = pick_precision(precision, dtype)
+        return self.precision if asked is None else asked
 
     def _budgets(self, num_tokens, B: int) -> torch.Tensor:
         """num_tokens (int or [B]) -> iterations per image [B], each a length of this model."""
@@ -253,16 +280,23 @@ def build(preset_or_config: str | ModelConfig = "tiny", **overrides) -> Adaptive
 
 
 def load(path_or_name: str | Path, dtype: torch.dtype | str | None = None, *,
-         revision: str | None = None) -> AdaptiveTokenizer:
+         revision: str | None = None, precision: str | None = None) -> AdaptiveTokenizer:
     """A tokenizer in eval mode from a name or a checkpoint (see `alit.resolve`):
     "default" (the bundled model), "paper/<name>" (the paper's released models, downloaded and
     converted on first use), "hf:org/name" (the Hugging Face Hub, at `revision`), or a checkpoint
     folder or file (ours: `alit convert` or training make one).
 
-    dtype: cast the weights, e.g. torch.bfloat16 (or "bf16"): half the memory, everything computed
-    in that precision. (`encode(..., dtype=)` instead keeps float32 weights and uses autocast.)
+    precision: what `encode` / `decode` compute in ("fp32", "tf32", "bf16", "fp16"; `alit.precision`),
+    the weights staying float32; ids are chosen in float32 under every precision.
+    dtype: cast the weights instead, e.g. torch.bfloat16 (or "bf16"): half the memory, everything
+    computed in that precision but the choice of ids.
     """
     tok = load_local(resolve(path_or_name, revision, expect="alit"), expect="alit", alit_class=AdaptiveTokenizer)
+    return _configured(tok, dtype, precision)
+
+
+def _configured(tok: AdaptiveTokenizer, dtype, precision) -> AdaptiveTokenizer:
+    tok.precision = check_precision(precision)
     return tok if dtype is None else tok.to(as_dtype(dtype))
 
 

@@ -15,6 +15,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..config import BaseConfig
+from ..precision import nearest_code
 from .blocks import Level, Middle, Upsample, check_images, group_norm, swish
 
 
@@ -108,9 +109,7 @@ class Codebook(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """Vectors [M, C] -> ids [M] of the nearest rows (squared Euclidean, first index on ties)."""
-        codes = self.embedding.weight  # [K, C]
-        dist = z.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1) - 2 * z @ codes.t()  # [M, K]
-        return dist.argmin(1)
+        return nearest_code(z, self.embedding.weight)
 
 
 class VQGAN(nn.Module):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..precision import nearest_code
+
 
 @dataclass
 class VQOutput:
@@ -24,8 +26,7 @@ def vector_quantize(h: torch.Tensor, codebook: torch.Tensor, commitment: float =
     """Encoder features h [B, C, G, G], codebook [K, C] -> nearest codes with both VQ losses."""
     B, C, G, W = h.shape
     flat = h.permute(0, 2, 3, 1).reshape(-1, C)  # [B*G*G, C], row-major grid
-    dist = flat.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1) - 2 * flat @ codebook.t()  # [B*G*G, K]
-    ids = dist.argmin(1)
+    ids = nearest_code(flat, codebook)  # [B*G*G]
     q = F.embedding(ids, codebook).view(B, G, W, C).permute(0, 3, 1, 2)  # [B, C, G, G]
     codebook_loss = F.mse_loss(q, h.detach())
     commitment_loss = commitment * F.mse_loss(q.detach(), h)

@@ -1,7 +1,6 @@
 """ALIT: the adaptive-length tokenizer, one recurrent rollout giving every token length at once."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -10,6 +9,7 @@ from torch import nn
 
 from ..base import build_base
 from ..config import ModelConfig
+from ..precision import check_precision, compute_in
 from .decoder import LatentDecoder
 from .encoder import RecurrentEncoder
 from .halting import Halting
@@ -225,17 +225,18 @@ class ALIT(nn.Module):
     def rollout(self, images: torch.Tensor, halting: str | Halting | None = None, *,
                 num_iters: int | None = None, pixels: bool = True,
                 generator: torch.Generator | None = None, trace: dict | None = None,
-                dtype: torch.dtype | None = None) -> Rollout:
+                precision: str | torch.dtype | None = None, dtype: torch.dtype | None = None) -> Rollout:
         """Every length at once (docs/design.md 2.1). images: float [B, 3, H, W] in [0, 1].
 
         halting: "off", "threshold", "paper", a `Halting` (for injected draws), or None for the
         model's default. num_iters: run only the first iterations. pixels: decode images too.
-        generator: VAE posterior sampling, when the base samples. dtype: compute in a lower
-        precision (torch.bfloat16 / torch.float16) under autocast, the weights staying as they are;
-        the outputs are then in that precision.
+        generator: VAE posterior sampling, when the base samples. precision: "fp32", "tf32",
+        "bf16" or "fp16" (`alit.precision`; the weights stay as they are; outputs of autocast
+        layers are then in that precision); None: the caller's context. dtype: the same, as
+        torch.float32 / torch.bfloat16 / torch.float16 (older spelling).
         """
         check_images(images, self.config.image_size)
-        with compute_dtype(dtype, images.device):
+        with compute_in(pick_precision(precision, dtype), images.device):
             return self._rollout(images, halting, num_iters, pixels, generator, trace)
 
     def _rollout(self, images, halting, num_iters, pixels, generator, trace) -> Rollout:
@@ -277,16 +278,11 @@ class ALIT(nn.Module):
         return self.encoder.pos.dtype
 
 
-LOWER_PRECISION = (torch.bfloat16, torch.float16)
-
-
-def compute_dtype(dtype: torch.dtype | None, device: torch.device | str):
-    """A context computing in `dtype` under autocast (None or float32: as the weights are)."""
-    if dtype is None or dtype == torch.float32:
-        return contextlib.nullcontext()
-    if dtype not in LOWER_PRECISION:
-        raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
-    return torch.autocast(torch.device(device).type, dtype=dtype)
+def pick_precision(precision: str | torch.dtype | None, dtype: torch.dtype | None) -> str | None:
+    """The precision asked for by either spelling (`precision=` or the older `dtype=`), not both."""
+    if precision is not None and dtype is not None:
+        raise ValueError("give precision= (\"fp32\", \"tf32\", \"bf16\", \"fp16\") or dtype=, not both")
+    return check_precision(precision if dtype is None else dtype)
 
 
 # Convolutions are faster in channels-last layout on the CPU, weights included: oneDNN then

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..precision import nearest_code
+
 
 @dataclass
 class Quantized:
@@ -40,10 +42,7 @@ class VectorQuantizer(nn.Module):
         B, L, d = z.shape
         z = F.normalize(z, dim=-1)
         codes = self.normalized_codebook()
-        flat = z.reshape(-1, d)  # [B*L, d]
-        dist = (flat.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1)[None]
-                - 2 * flat @ codes.t())  # [B*L, K]
-        ids = dist.argmin(1).view(B, L)
+        ids = nearest_code(z.reshape(-1, d), codes).view(B, L)  # [B, L]
         q = F.embedding(ids, codes)  # [B, L, d]
         commitment = self.commitment * F.mse_loss(q.detach(), z)
         codebook = F.mse_loss(q, z.detach())
