@@ -26,6 +26,41 @@ def test_a_lone_image_in_training_uses_the_running_averages():
     assert torch.allclose(norm(z, 0), z, rtol=1e-4) and norm.batches.item() == 0
 
 
+def test_the_forward_reads_nothing_on_the_host():
+    """No `.item()`, `.tolist()` or `bool()` of a tensor (a host sync at every iteration on a GPU):
+    on the meta device tensors hold no data, so any such read raises. With and without `reduce`."""
+    for reduce in (None, lambda x: x):
+        norm = LatentStandardizer(2, 8, 3, reduce=reduce).to("meta")
+        z = torch.randn(16, 8, 3, device="meta", requires_grad=True)
+        norm(z, 0).sum().backward()
+        norm(z[:1, :4], 1)
+        norm.eval()
+        norm(z, 1)
+
+
+def test_a_reduce_over_one_process_gives_the_same_statistics_and_gradients():
+    """`reduce` (the sum over processes under DDP) as the identity: a world of one. The two-pass
+    statistics agree with the single-process ones, and so do their gradients."""
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(6, 8, 3, generator=g) * 0.01 + 0.8  # the spread much smaller than the mean
+    up = torch.randn(6, 8, 3, generator=g)
+    outs, grads, norms = [], [], []
+    for reduce in (None, lambda x: x):
+        norm = LatentStandardizer(1, 8, 3, reduce=reduce)
+        x = z.clone().requires_grad_()
+        outs.append(norm(x, 0))
+        (outs[-1] * up).sum().backward()
+        grads.append(x.grad)
+        norms.append(norm)
+    # (gradients up to ~360 here: float32 rounding of the sums)
+    assert torch.allclose(outs[0], outs[1], atol=1e-5) and torch.allclose(grads[0], grads[1], rtol=1e-4, atol=4e-3)
+    assert torch.allclose(norms[0].running_mean, norms[1].running_mean, atol=1e-7)
+    assert torch.allclose(norms[0].running_var, norms[1].running_var, rtol=1e-4)
+    # every process takes the global batch's statistics, also for a micro-batch of one image
+    norm = LatentStandardizer(1, 8, 3, reduce=lambda x: x * 2)  # two processes holding the same image
+    assert torch.equal(norm(z[:1], 0), torch.zeros(1, 8, 3)) and norm.batches.item() == 1
+
+
 def test_off_by_default_and_in_the_paper_presets():
     for name in ("tiny", "small", "small-vae-continuous"):
         assert alit.preset(name).latent_norm is False

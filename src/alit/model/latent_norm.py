@@ -1,32 +1,36 @@
 """Ours, not the paper's: standardise the factorised latents before the quantiser and decoder.
 
-Why (measured on a fresh `tiny-vae-continuous` with a trained base, issue #12): the encoder's latent
-outputs are the learned latent seed plus what attention brings from the image, and at
-initialisation the image's share is under 1% (std across images 0.0068 against a magnitude of
-0.80). The decoder then sees inputs that are the same for every image, learns each grid position's
-mean code first, and the gradient that would teach it to read the latents is ~1000x weaker: stage
-1 sits on a saddle for hundreds to thousands of steps. Removing the part that every image shares
-(the mean over images, per iteration, position and channel) and scaling the rest to unit variance
-keeps the image's share of the latent path at 1 from the first step on.
+Why (issue #12): at initialisation what every image shares is over 99% of the latents, so the decoder
+learns each position's mean code first and stage 1 sits on a saddle; standardising over the images,
+per iteration, position and channel, gives what differs unit scale from the first step on.
 
-Like batch norm: batch statistics while training (and running averages of them updated: a plain
-mean over the first 1/momentum batches, so the averages are right from the first steps on, then an
-exponential one), the running averages at inference, so a batch of one image encodes as it would in any batch. It has no
-learned parameters; the quantiser after it L2-normalises each latent anyway.
+Like batch norm: batch statistics in training (of the global batch under DDP, see `reduce`), their
+running averages at inference, so a batch of one image encodes as it would in any batch. The
+averages are a plain mean over the first 1/momentum batches, then an exponential one; under gradient
+accumulation each micro-step (its images on all processes) is one batch, as for batch norm. No
+learned parameters: the quantiser after it L2-normalises each latent anyway.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 
 class LatentStandardizer(nn.Module):
-    """[B, L, d] factorised latents of iteration t -> (z - mean) / std per (t, position, channel)."""
+    """[B, L, d] factorised latents of iteration t -> (z - mean) / std per (t, position, channel).
+
+    reduce: the element-wise sum over the processes that train together, differentiable, or None
+    (this process alone). `train.dist.wrap` sets it under DDP: the rank helpers live there, and
+    model/ imports nothing from train/. With it, every process takes the statistics of the global
+    batch (as SyncBatchNorm), also for a micro-batch of one image, and so updates the same averages.
+    """
 
     def __init__(self, num_iters: int, max_positions: int, dim: int, momentum: float = 0.01,
-                 eps: float = 1e-5):
+                 eps: float = 1e-5, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
-        self.momentum, self.eps = momentum, eps
+        self.momentum, self.eps, self.reduce = momentum, eps, reduce
         self.register_buffer("running_mean", torch.zeros(num_iters, max_positions, dim))
         self.register_buffer("running_var", torch.ones(num_iters, max_positions, dim))
         self.register_buffer("batches", torch.zeros(num_iters, dtype=torch.long))  # seen per iteration
@@ -42,17 +46,41 @@ class LatentStandardizer(nn.Module):
 
     def forward(self, z: torch.Tensor, t: int) -> torch.Tensor:
         L = z.shape[1]
-        if self.training and z.shape[0] > 1:
-            stats = z.float()
-            mean, var = stats.mean(0), stats.var(0, unbiased=False)  # [L, d] each
-            with torch.no_grad():
-                self.batches[t] += 1
-                weight = max(self.momentum, 1.0 / self.batches[t].item())
-                self.running_mean[t, :L].lerp_(mean.detach().to(self.running_mean.dtype), weight)
-                self.running_var[t, :L].lerp_(var.detach().to(self.running_var.dtype), weight)
+        if self.training and (self.reduce is not None or z.shape[0] > 1):
+            mean, var = self._batch_statistics(z)  # [L, d] each, float32
+            self._update(t, mean, var)
         else:
             mean, var = self.running_mean[t, :L], self.running_var[t, :L]
         return ((z.float() - mean) * torch.rsqrt(var + self.eps)).to(z.dtype)
+
+    def _batch_statistics(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and biased variance over the batch of z [B, L, d] (of all processes, with `reduce`)."""
+        stats = z.float()
+        if self.reduce is None:
+            return stats.mean(0), stats.var(0, unbiased=False)
+        count = stats.new_full((1,), stats.shape[0])  # the processes' batch sizes may differ
+        sums = self.reduce(torch.cat([stats.sum(0).flatten(), count]))  # [L*d + 1]
+        mean = sums[:-1].view_as(stats[0]) / sums[-1]
+        # a second pass rather than E[z^2] - E[z]^2, which cancels: at initialisation the latents'
+        # mean is over 100x their spread across images
+        var = self.reduce((stats - mean).square().sum(0)) / sums[-1]
+        return mean, var
+
+    @torch.no_grad()
+    def _update(self, t: int, mean: torch.Tensor, var: torch.Tensor) -> None:
+        self.batches[t] += 1
+        # the weight max(momentum, 1 / batches) stays on the device: reading `batches` on the host
+        # would wait for the device at every iteration
+        weight = torch.clamp(1.0 / self.batches[t].float(), min=self.momentum)
+        L = mean.shape[0]
+        _lerp_(self.running_mean[t, :L], mean, weight)
+        _lerp_(self.running_var[t, :L], var, weight)
+
+
+def _lerp_(buffer: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> None:
+    """buffer.lerp_(target, weight) computed in float32, as lerp_ with a Python float weight does:
+    lerp_ with a tensor weight would round it to the buffer's dtype in a bfloat16 model."""
+    buffer.copy_(buffer.float().lerp(target.to(buffer.dtype).float(), weight))
 
 
 @torch.no_grad()

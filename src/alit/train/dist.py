@@ -2,12 +2,13 @@
 
 Under `torchrun` (WORLD_SIZE > 1) training runs as DDP: NCCL on GPUs, gloo on CPU. Everything
 else calls the helpers here: `is_main()` before writing, `mean(...)` to agree on logged values,
-`wrap(module)` for gradient averaging.
+`wrap(module)` for gradient averaging and the global batch's statistics.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 
 import torch
@@ -56,13 +57,26 @@ def barrier() -> None:
 
 
 def wrap(module: nn.Module, device: torch.device, find_unused: bool = False) -> nn.Module:
-    """DDP around a module that has trainable parameters, when there is more than one process."""
+    """DDP around a module that has trainable parameters, when there is more than one process. Its
+    `LatentStandardizer`s then take the statistics of the global batch, as SyncBatchNorm does."""
     if world_size() == 1 or not any(p.requires_grad for p in module.parameters()):
         return module
     from torch.nn.parallel import DistributedDataParallel
 
+    from ..model.latent_norm import LatentStandardizer
+
+    for m in module.modules():
+        if isinstance(m, LatentStandardizer):
+            m.reduce = all_reduce_sum_grad
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
+    # no broadcast of rank 0's buffers at every forward: latent_norm's running averages are updated
+    # from the same global statistics on every process (a broadcast would only overwrite equal
+    # values), the discriminators' BatchNorm averages are never read (they stay in train mode), and
+    # the wrapped models have no other buffers
+    params = inspect.signature(DistributedDataParallel).parameters
+    no_broadcast = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params  # torch >= 2.14
+                    else {"broadcast_buffers": False})
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused, **no_broadcast)
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -118,3 +132,27 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         tdist.all_reduce(values)
     return values
+
+
+class _SumOverProcesses(torch.autograd.Function):
+    """all_reduce with its gradient: each process's input reaches every process's output, so an
+    input's gradient is the sum of the output gradients of all processes."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor) -> torch.Tensor:
+        values = values.clone(memory_format=torch.contiguous_format)
+        tdist.all_reduce(values)
+        return values
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        tdist.all_reduce(grad)
+        return grad
+
+
+def all_reduce_sum_grad(values: torch.Tensor) -> torch.Tensor:
+    """`all_reduce_sum` that autograd goes through: the gradient of statistics of the global batch.
+    Ours rather than torch.distributed.nn.functional.all_reduce, deprecated in torch 2.14 for a
+    private module (we support torch >= 2.4)."""
+    return _SumOverProcesses.apply(values) if world_size() > 1 else values
