@@ -26,9 +26,11 @@ _ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "f
 
 def check_precision(precision: str | torch.dtype | None) -> str | None:
     """A precision name (or None), from a name or its torch dtype; ValueError for anything else."""
+    if isinstance(precision, str):
+        precision = precision.lower()
     if precision is None or precision in PRECISIONS:
         return precision
-    name = _ALIASES.get(precision.lower() if isinstance(precision, str) else precision)
+    name = _ALIASES.get(precision)
     if name is None:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (or torch.float32 / "
                          f"torch.bfloat16 / torch.float16), got {precision!r}")
