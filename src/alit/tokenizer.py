@@ -78,9 +78,12 @@ class AdaptiveTokenizer(ALIT):
 
     def rollout(self, images: torch.Tensor, halting: str | Halting | None = None, *, grad: bool | None = None,
                 **kwargs) -> Rollout:
-        """`ALIT.rollout` (every length at once; see there), without an autograd graph unless asked:
+        """`ALIT.rollout` (every length at once; see there) in the tokenizer's precision unless one is
+        given, without an autograd graph unless asked:
         grad=None builds one only in training mode (`tok.train()`), grad=True always (when autograd
         is enabled), grad=False never. An evaluation batch then needs a fraction of the memory."""
+        if kwargs.get("precision") is None and kwargs.get("dtype") is None:
+            kwargs["precision"] = self.precision  # the tokenizer's own, as encode and decode
         with torch.set_grad_enabled(torch.is_grad_enabled() and (self.training if grad is None else grad)):
             return super().rollout(images, halting, **kwargs)
 

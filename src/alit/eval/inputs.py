@@ -79,9 +79,10 @@ def to_8bit(images: torch.Tensor, truncate: bool = False) -> torch.Tensor:
     return (scaled.floor() if truncate else scaled.round()) / 255
 
 
-def load_model(spec: str | Path | None, device: str | torch.device | None = None):
+def load_model(spec: str | Path | None, device: str | torch.device | None = None, precision: str | None = None):
     """A tokenizer in eval mode from a checkpoint folder/file or a model name: "default" (the
-    bundled model), "paper/<name>" (downloaded on first use), "hf:org/name" (see `alit.resolve`)."""
+    bundled model), "paper/<name>" (downloaded on first use), "hf:org/name" (see `alit.resolve`),
+    computing in `precision` (`alit.precision`; None: the caller's context)."""
     from ..tokenizer import load
 
     if spec is None:
@@ -89,7 +90,7 @@ def load_model(spec: str | Path | None, device: str | torch.device | None = None
     device = default_device(device)  # a device this machine lacks fails before the model loads
     check_not_an_image(spec)
     try:
-        tok = load(spec)
+        tok = load(spec, precision=precision)
     except AlitError as e:
         if str(spec) == "default":  # the bundled model, whatever the working directory holds
             raise AlitError(f"--checkpoint default: no bundled default model can be loaded in this install "

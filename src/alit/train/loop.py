@@ -27,6 +27,7 @@ from torch import nn
 
 from .. import data as data_lib
 from ..errors import AlitError
+from ..precision import set_precision
 from . import checkpoint, dist
 from .ema import EMA
 from .monitor import Monitor, truncate_log
@@ -111,7 +112,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return None
-    if name == "fp32":
+    if name in ("fp32", "tf32"):
         return None
     if name == "bf16":
         return torch.bfloat16
@@ -190,6 +191,8 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
                         f"{max_steps}: nothing to do (raise --max-steps to train longer)")
 
     amp_dtype = resolve_precision(recipe.precision, device)
+    # TF32 on only when asked: under autocast the float32 that remains (ids, losses) stays exact
+    set_precision("tf32" if recipe.precision == "tf32" else "fp32")
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     optimizers = stage.optimizers()
     ema = EMA(stage.model, recipe.ema, recipe.ema_warmup) if recipe.ema > 0 else None
@@ -218,7 +221,8 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
     note = precision_note(amp_dtype, device)
     if note:
         monitor.event(note)
-    prec = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + loss scaler"}[amp_dtype]
+    prec = {None: recipe.precision if recipe.precision == "tf32" else "fp32", torch.bfloat16: "bf16 autocast",
+            torch.float16: "fp16 autocast + loss scaler"}[amp_dtype]
     monitor.event(
         f"{'resuming at step ' + str(start + 1) + ' from ' + str(ckpt) if state else 'starting'}: "
         f"{recipe.stage}, {max_steps} steps, {train_data.description}; batch {recipe.batch_size} = "

@@ -22,7 +22,7 @@ import yaml
 from ..errors import AlitError
 
 STAGES = ("base", "distill", "finetune")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 PERCEPTUAL = ("lpips", "hed", "none")
 HALTING = ("off", "threshold", "paper")
 Duration = typing.Union[int, str]  # steps, or "<float>ep"
@@ -78,7 +78,7 @@ class Recipe:
     lr_multipliers: dict = field(default_factory=dict)
     ema: float = 0.9999                 # EMA decay of the weights (0: no EMA)
     ema_warmup: bool = True             # decay min(ema, (1 + n) / (10 + n)) after n updates
-    precision: str = "auto"             # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16
+    precision: str = "auto"             # auto (bf16 on a GPU that has it, else fp32) | fp32 | tf32 | bf16 | fp16
     seed: int = 0
     # bookkeeping
     checkpoint_every: int = 1000        # steps between checkpoints (one is always written at the end)
