@@ -7,7 +7,7 @@ weights, 256x256; timing does not depend on the weights' values):
      per-image compaction (target: at most 0.6x);
   3. the full fp32 rollout against the code before issue 7 (target: at least 1.1x faster);
   4. bfloat16 against float32 (target: at least 2.5x faster);
-  5. the `alit bench` table at batch 1 and at batch 8.
+  5. the per-iteration table (`alit bench --per-iteration`) at batch 1 and at batch 8.
 
     python benchmarks/speed.py                       # everything (long on a small CPU)
     python benchmarks/speed.py --preset tiny         # a quick smoke run of the same script
@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 import alit
-from alit.bench import PeakMemory, cpu_has_native_bf16, describe_device, format_table, summarize, timed_rollout
+from alit.bench import PeakMemory, cpu_has_native_bf16, describe_device, format_iterations, summarize, timed_rollout
 from alit.criteria import CriterionInput
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,9 +179,9 @@ def save(out: dict, path: str | None) -> None:
 def report(out: dict, table1: dict, table8: dict) -> None:
     b1, c, bf = out["batch1"], out["compaction"], out["bf16"]
     print("\n=== alit bench, batch 1 ===")
-    print(format_table(table1))
+    print(format_iterations(table1))
     print("\n=== alit bench, batch 8 (one run) ===")
-    print(format_table(table8))
+    print(format_iterations(table8))
     print("\n=== issue 7 targets ===")
     rows = [
         ("fixed-length 32-token encode / full rollout with pixels", b1["fixed_encode_s"], b1["rollout_after_s"],

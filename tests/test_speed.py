@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 
 import pytest
 import torch
 
 import alit
-from alit.bench import bench, format_table
+import alit.bench
+from alit.bench import (OPERATIONS, HostSyncs, bench, format_iterations, format_table, profile_iterations,
+                        time_operation)
 from alit.criteria import CriterionInput, first_accepted, parse_criterion
 from alit.errors import AlitError
 from alit.model.layers import Transformer
@@ -190,26 +193,100 @@ def test_base_convolutions_run_channels_last_on_the_cpu():
         assert layouts(cast.base.encoder) == {True} and layouts(cast.base.decoder) == {True}
 
 
-def test_bench_reports_every_iteration(tok):
-    result = bench(tok, batch=2, repeats=1)
+@pytest.fixture
+def one_thread():
+    """One thread: on a shared CPU two threads of tiny ops spend 10-40x longer waiting for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def test_bench_times_every_operation_in_every_precision(tok, one_thread):
+    result = bench(tok, batch=2, precision=["fp32", "bf16"], repeats=2, name="tiny")
+    rows = result["rows"]
+    assert [(r["precision"], r["operation"]) for r in rows] == [(p, op) for p in ("fp32", "bf16") for op in OPERATIONS]
+    assert result["batch"] == 2 and result["precisions"] == ["fp32", "bf16"] and result["model"] == "tiny"
+    by_op = {r["operation"]: r for r in rows if r["precision"] == "fp32"}
+    lengths = tok.config.lengths
+    assert by_op["encode_shortest"]["mean_tokens"] == lengths[0] and by_op["encode_shortest"]["iterations"] == 1
+    assert by_op["encode_longest"]["mean_tokens"] == lengths[-1] and by_op["encode_longest"]["iterations"] == 8
+    assert lengths[0] <= by_op["encode_rule"]["mean_tokens"] <= lengths[-1]
+    assert by_op["decode"]["iterations"] is None and by_op["rollout"]["iterations"] == 8
+    for r in rows:
+        assert len(r["runs_s"]) == 2 and r["seconds"] == min(r["runs_s"]) > 0
+        assert r["images_per_s"] * r["ms_per_image"] == pytest.approx(1e3)
+        assert r["peak_memory_mb"] > 0 and isinstance(r["host_syncs"], int)
+        if r["iterations"]:
+            assert r["host_syncs_per_iteration"] == r["host_syncs"] / r["iterations"]
+    table = format_table(result)
+    assert table.count("\n| fp32 |") == table.count("\n| bf16 |") == 5
+    assert "| precision | operation | tokens/image | images/s | ms/image | peak MiB |" in table
+
+
+def test_timed_regions_synchronise_only_at_their_ends(monkeypatch):
+    """The warm-up, then sync / call / sync per run: nothing inside a timed call waits for the device."""
+    events = []
+    monkeypatch.setattr(alit.bench, "synchronizer", lambda device: lambda: events.append("sync"))
+    row = time_operation(lambda: (events.append("call"), None), torch.device("cpu"), repeats=3)
+    assert events == ["call", "sync"] + ["sync", "call", "sync"] * 3
+    assert len(row["runs_s"]) == 3 and row["iterations"] is None and row["mean_tokens"] is None
+
+
+def test_host_syncs_counts_what_would_wait_for_a_gpu():
+    x = torch.arange(6.0)
+    with HostSyncs(torch.device("cpu")) as free:
+        y = (x * 2 + 1).softmax(0)
+        torch.argsort(y)
+    with HostSyncs(torch.device("cpu")) as syncs:
+        x.sum().item()        # a scalar read by Python
+        int(x.max())
+        x.tolist()            # a whole tensor read by Python
+        x[x > 2]              # a boolean mask: the result's shape depends on the data
+        torch.nonzero(x)
+    assert free.count == 0 and syncs.count == 5
+    assert x.tolist() == [0, 1, 2, 3, 4, 5] and "tolist" not in vars(torch.Tensor)  # put back
+
+
+def test_per_iteration_profile_reports_every_iteration(tok, one_thread):
+    result = profile_iterations(tok, batch=2, repeats=1)
     assert [r["tokens"] for r in result["iterations"]] == tok.config.lengths
     last = result["iterations"][-1]
-    assert 0 < result["setup_s"] < last["tokens_at_s"] <= last["pixels_at_s"] <= result["rollout_s"] * 1.01
+    assert 0 < result["setup_s"] < last["tokens_at_s"] <= last["pixels_at_s"] <= result["rollout_s"]
     assert result["peak_memory"]["peak_mb"] > 0 and result["batch"] == 2
-    assert "latent dec" in format_table(result)
+    assert "latent dec" in format_iterations(result)
 
 
-def test_bench_cli_writes_json(tmp_path):
+def test_bench_cli_writes_one_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
-    r = run_alit("bench", "--preset", "tiny", "--batch", "1", "--repeats", "1", "--out", out)
+    r = run_alit("bench", "--preset", "tiny", "--batch-size", "2", "--repeats", "1", "--precision", "fp32", "bf16",
+                 "--out", out, env=ONE_THREAD)
     assert r.returncode == 0, r.stderr
-    assert "to pixels" in r.stdout and "peak memory" in r.stdout
+    assert r.stdout.count("| fp32 |") == r.stdout.count("| bf16 |") == 5 and "host syncs" in r.stdout
     result = json.loads(out.read_text())
-    for key in ("model", "device", "dtype", "batch", "setup_s", "iterations", "rollout_s", "throughput",
-                "peak_memory"):
+    for key in ("model", "config", "device", "batch", "repeats", "precisions", "rows", "notes"):
         assert key in result, key
-    assert set(result["iterations"][0]) == {"iteration", "tokens", "encoder_s", "latent_decoder_s",
-                                            "pixel_decode_s", "tokens_at_s", "pixels_at_s"}
-    assert result["dtype"] == "fp32" and result["model"] == "preset tiny (random weights)"
-    bad = run_alit("bench", "--preset", "tiny", "--checkpoint", tmp_path)
-    assert bad.returncode == 2 and "exactly one of" in bad.stderr
+    assert result["model"] == "preset tiny (random weights)" and result["precisions"] == ["fp32", "bf16"]
+    assert {"precision", "operation", "what", "seconds", "images_per_s", "ms_per_image", "peak_memory_mb",
+            "host_syncs", "host_syncs_per_iteration", "mean_tokens", "iterations"} <= set(result["rows"][0])
+
+
+def test_bench_cli_arguments(tmp_path, capsys, one_thread):
+    from alit.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--precision P" in help_text and "--dtype" not in help_text  # the older spelling stays quiet
+    assert main(["bench", "--preset", "tiny", "--checkpoint", str(tmp_path)]) == 2
+    assert "exactly one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--preset", "tiny", "--precision", "tf33"])
+    assert "invalid choice: 'tf33'" in capsys.readouterr().err
+    out = tmp_path / "b.json"
+    assert main(["bench", "--preset", "tiny", "--batch-size", "1", "--repeats", "1", "--dtype", "bf16",
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["precisions"] == ["bf16"]  # --dtype: autocast now, as --precision

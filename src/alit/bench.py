@@ -1,149 +1,225 @@
-"""`alit bench`: where the time of a rollout goes, per iteration, on whatever device it runs.
+"""`alit bench`: how fast what users run is, on whatever device it runs.
 
-The paper's Table 8 for our code: for each iteration t (length L0 * (t + 1)) the time of the
-encoder pass, of the latent decoder and of the pixel decode, and the cumulative time to each length:
-- `tokens_at_s`: setup + the encoder passes so far, what a fixed-length encode of that length
-  costs (it runs neither decoder);
-- `pixels_at_s`: setup + every pass so far, what an adaptive encode judging pixels has spent when
-  it holds the reconstruction at that length.
-Setup is everything before the first encoder pass (input checks, the base encoder, embeddings).
-Each figure is the best of `repeats` runs (after a one-iteration warm-up) of a full rollout with
-reconstructions (the real code path, timed by forward hooks on the encoder blocks, the latent decoder and the base decoder), plus
-throughput and peak memory.
+One row per operation and precision, each timed as a user calls it:
+- `encode_shortest` / `encode_longest`: `tok.encode(images, num_tokens=L)` at the shortest and the
+  longest length (a fixed budget: no decoder runs);
+- `encode_rule`: `tok.encode(images)`, the model's own length rule (each image leaves the batch
+  once it has its length);
+- `decode`: `tok.decode(enc)` of the longest encoding;
+- `rollout`: `tok.rollout(images)`, every length with its reconstruction.
+
+Precision is the one switch of `alit.precision` ("fp32", "tf32", "bf16", "fp16": autocast and TF32
+flags, the weights as they are). Each operation runs once untimed (the warm-up, in which host syncs
+are counted), then `repeats` times timed; the device is synchronised only at the two ends of each
+timed region, so nothing is serialised that the user's own call would not serialise. The best run
+is kept. Peak memory is reset per row: the CUDA allocator's peak on a GPU, the process's peak
+resident set on a CPU.
 
     from alit.bench import bench, format_table
-    result = bench(alit.build("small"), batch=1, repeats=3)
+    result = bench(alit.build("small"), batch=8, precision=["fp32", "bf16"], repeats=3)
     print(format_table(result))
+
+`profile_iterations` is the older per-iteration breakdown (the paper's Table 8): forward hooks time
+the encoder, latent decoder and pixel decoder of every iteration. Its hooks synchronise inside the
+rollout, so its times are its own and never in the table above.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .encoding import Encoding
+from .precision import PRECISIONS, check_precision
+
+OPERATIONS = ("encode_shortest", "encode_longest", "encode_rule", "decode", "rollout")
 
 
-def bench(tok, batch: int = 1, dtype: torch.dtype | None = None, repeats: int = 3,
-          images: torch.Tensor | None = None, log=None, warmup: bool = True) -> dict:
-    """Time `repeats` full rollouts (with reconstructions) of `batch` random images (or `images`)
-    on the model's device, after an untimed one-iteration warm-up; the best time of each part is
-    kept. dtype: compute under autocast in that precision (None: as the weights are; a model cast
-    with `.to(torch.bfloat16)` runs in bfloat16 throughout). log: called with a line per run.
+def bench(tok, batch: int = 8, precision: str | Sequence[str] = "fp32", repeats: int = 3,
+          images: torch.Tensor | None = None, name: str | None = None, log=None) -> dict:
+    """Time every operation of `OPERATIONS` on `batch` random images (or `images`) on the model's
+    device, in each precision given. log: called with a line per row.
 
-    Returns a JSON-ready dict (see `format_table`).
+    Returns a JSON-ready dict: model, config, device, batch, repeats, precisions, rows (one per
+    precision and operation: see `time_operation`), notes. `format_table` prints it.
     """
+    precisions = [precision] if isinstance(precision, str) else list(precision)
+    for p in precisions:
+        if check_precision(p) != p:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {p!r}")
     if batch < 1 or repeats < 1:
         raise ValueError(f"batch and repeats must be at least 1, got {batch} and {repeats}")
-    cfg = tok.config
     device = next(tok.parameters()).device
     if images is None:
-        g = torch.Generator().manual_seed(0)
-        images = torch.rand(batch, 3, cfg.image_size, cfg.image_size, generator=g)
+        images = random_images(batch, tok.config.image_size)
     images = images.to(device)
-    if warmup:
-        with torch.no_grad():  # one iteration, untimed: first calls build kernels and caches
-            tok.rollout(images, num_iters=1, dtype=dtype)
-    runs = []
-    with PeakMemory(device) as memory:
-        for r in range(repeats):
-            runs.append(timed_rollout(tok, images, dtype))
+    rows = []
+    for p in precisions:
+        for op, what, fn in operations(tok, images, p):
+            row = {"precision": p, "operation": op, "what": what, **time_operation(fn, device, repeats)}
+            row.update(images_per_s=len(images) / row["seconds"], ms_per_image=row["seconds"] * 1e3 / len(images))
+            rows.append(row)
             if log is not None:
-                log(f"run {r + 1}/{repeats}: {runs[-1]['total']:.3f} s")
-    return summarize(tok, runs, images, dtype, memory)
+                log(f"{p} {what}: {row['ms_per_image']:.2f} ms per image")
+    return {"model": name or "alit model", "config": describe_config(tok), "device": describe_device(device),
+            "batch": len(images), "repeats": repeats, "precisions": precisions, "rows": rows,
+            "notes": precision_notes(precisions, device)}
 
 
-def summarize(tok, runs: list[dict], images: torch.Tensor, dtype: torch.dtype | None,
-              memory: "PeakMemory") -> dict:
-    """The best of several `timed_rollout` runs as `bench` reports it."""
-    cfg, device = tok.config, images.device
-    repeats = len(runs)
-    T = cfg.num_iters
-    best = {k: [min(run[k][t] for run in runs) for t in range(T)] for k in ("encoder", "decoder", "pixels")}
-    setup = min(run["setup"] for run in runs)
-    fastest = min(runs, key=lambda run: run["total"])
-    rollout = fastest["total"]
-    # what the hooks do not see (bottleneck, norms, soft code, layout changes), in the fastest run
-    other = rollout - fastest["setup"] - sum(sum(fastest[k]) for k in ("encoder", "decoder", "pixels"))
-    rows, tokens_at, pixels_at = [], setup, setup
-    for t in range(T):
-        tokens_at += best["encoder"][t]
-        pixels_at += best["encoder"][t] + best["decoder"][t] + best["pixels"][t]
-        rows.append({"iteration": t, "tokens": cfg.tokens_per_iter * (t + 1),
-                     "encoder_s": best["encoder"][t], "latent_decoder_s": best["decoder"][t],
-                     "pixel_decode_s": best["pixels"][t], "tokens_at_s": tokens_at, "pixels_at_s": pixels_at})
-    effective = dtype if dtype is not None else tok.dtype
-    notes = []
-    if effective != torch.float32 and device.type == "cpu" and not cpu_has_native_bf16():
-        notes.append("this CPU has no native bfloat16 arithmetic (no AVX512-BF16 / AMX): lower precision "
-                     "is emulated here and slower than float32")
-    return {
-        "model": getattr(tok, "bench_name", None) or "alit model",
-        "config": {"image_size": cfg.image_size, "encoder": f"{cfg.encoder_width}x{cfg.encoder_depth}",
-                   "decoder": f"{cfg.decoder_width}x{cfg.decoder_depth}", "base": cfg.base.kind,
-                   "tokens_per_iter": cfg.tokens_per_iter, "num_iters": T,
-                   "parameters_m": round(sum(p.numel() for p in tok.parameters()) / 1e6, 1)},
-        "device": describe_device(device),
-        "dtype": _dtype_name(effective) + (" (autocast)" if dtype is not None and dtype != tok.dtype else ""),
-        "batch": int(images.shape[0]),
-        "repeats": repeats,
-        "setup_s": setup,
-        "iterations": rows,
-        "other_s": other,
-        "rollout_s": rollout,
-        "runs_s": [run["total"] for run in runs],
-        "throughput": {
-            "rollout_images_per_s": images.shape[0] / rollout,
-            f"tokens_{rows[0]['tokens']}_images_per_s": images.shape[0] / rows[0]["tokens_at_s"],
-            f"tokens_{rows[-1]['tokens']}_images_per_s": images.shape[0] / rows[-1]["tokens_at_s"],
-        },
-        "peak_memory": memory.result(),
-        "notes": notes,
-    }
+def random_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    """[batch, 3, size, size] uniform noise in [0, 1], the same for a seed."""
+    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def timed_rollout(tok, images: torch.Tensor, dtype: torch.dtype | None = None) -> dict:
-    """One rollout with reconstructions: {"setup": s, "total": s, "encoder" / "decoder" / "pixels":
-    the seconds of each pass of that part, in call order}."""
-    device = images.device
-    spans = {"encoder": [], "decoder": [], "pixels": []}
-    first = []
-    sync = _synchronizer(device)
+def operations(tok, images: torch.Tensor, precision: str) -> list[tuple[str, str, Callable]]:
+    """(name, description, call) of each operation of `OPERATIONS`, in that order. A call returns
+    (its output, the iterations it ran: None for decode); decode's input is made on first call."""
+    lengths, T = tok.config.lengths, tok.config.num_iters
+    made = {}
 
-    def watch(module: nn.Module, key: str):
-        def pre(*_):
-            sync()
-            if not first:
-                first.append(time.perf_counter())
-            spans[key].append(-time.perf_counter())
+    def encode(**how):
+        enc = tok.encode(images, precision=precision, **how)
+        return enc, enc.iterations
 
-        def post(*_):
-            sync()
-            spans[key][-1] += time.perf_counter()
+    def decode():
+        if "enc" not in made:  # the longest encoding, made untimed in the warm-up
+            made["enc"] = tok.encode(images, num_tokens=lengths[-1], precision=precision)
+        return tok.decode(made["enc"], precision=precision), None
 
-        return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-
-    handles = (watch(tok.encoder.blocks, "encoder") + watch(tok.decoder, "decoder")
-               + watch(tok.base.decoder, "pixels"))
-    try:
-        with torch.no_grad():
-            sync()
-            start = time.perf_counter()
-            tok.rollout(images, dtype=dtype)
-            sync()
-            total = time.perf_counter() - start
-    finally:
-        for h in handles:
-            h.remove()
-    return {"setup": first[0] - start, "total": total, **spans}
+    return [
+        ("encode_shortest", f"encode, {lengths[0]} tokens", lambda: encode(num_tokens=lengths[0])),
+        ("encode_longest", f"encode, {lengths[-1]} tokens", lambda: encode(num_tokens=lengths[-1])),
+        ("encode_rule", f"encode, the model's rule ({tok.config.criterion})", lambda: encode()),
+        ("decode", f"decode, {lengths[-1]} tokens", decode),
+        ("rollout", f"full rollout, {T} lengths with reconstructions",
+         lambda: (tok.rollout(images, precision=precision, grad=False), T)),
+    ]
 
 
-def _synchronizer(device: torch.device):
+def time_operation(call: Callable, device: torch.device, repeats: int) -> dict:
+    """One untimed warm-up (host syncs counted there), then `repeats` timed calls, synchronised at
+    their two ends only. {"seconds": best, "runs_s", "mean_tokens" (encodings), "iterations",
+    "host_syncs", "host_syncs_per_iteration", "sync_method", "peak_memory_mb", "memory_method"}."""
+    sync = synchronizer(device)
+    with torch.no_grad():
+        with HostSyncs(device) as syncs:
+            out, iterations = call()
+        sync()
+        runs = []
+        with PeakMemory(device) as memory:
+            for _ in range(repeats):
+                sync()
+                start = time.perf_counter()
+                call()
+                sync()
+                runs.append(time.perf_counter() - start)
+    return {"seconds": min(runs), "runs_s": runs,
+            "mean_tokens": out.lengths.float().mean().item() if isinstance(out, Encoding) else None,
+            "iterations": iterations, "host_syncs": syncs.count,
+            "host_syncs_per_iteration": syncs.count / iterations if iterations else None,
+            "sync_method": syncs.method, "peak_memory_mb": memory.result()["peak_mb"],
+            "memory_method": memory.method}
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """Waits for the device's queued work (nothing to wait for on a CPU)."""
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
+    if device.type == "mps":
+        return torch.mps.synchronize
     return lambda: None
+
+
+class HostSyncs:
+    """Counts the host syncs inside the block: points where Python waits for the device.
+
+    On CUDA, torch's own sync debug mode ("warn") reports every synchronising call (`.item()`,
+    `.tolist()`, `nonzero`, a device-to-host copy). A CPU never waits, so there the count is of the
+    operations that would sync on a GPU (a scalar or a list read by Python, data-dependent shapes):
+    the same code path, counted where a GPU is not at hand."""
+
+    SYNCING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "_unique", "_unique2",
+                   "unique_consecutive", "unique_dim", "repeat_interleave"}
+
+    def __init__(self, device: torch.device):
+        self.device, self.count = device, 0
+        self.method = ("torch.cuda.set_sync_debug_mode" if device.type == "cuda"
+                       else "operations that sync a GPU, counted on the CPU")
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            self._stack.enter_context(_cuda_sync_warnings(self))
+        else:
+            self._stack.enter_context(_CountSyncingOps(self))
+            self._stack.enter_context(_counting_tolist(self))
+        return self
+
+    def __exit__(self, *exc):
+        return self._stack.__exit__(*exc)
+
+
+@contextlib.contextmanager
+def _cuda_sync_warnings(counter: HostSyncs):
+    before = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every sync, not the first of each line of code
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode(before)
+    for w in caught:
+        if "synchroniz" in str(w.message):
+            counter.count += 1
+        else:  # not ours to swallow
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+class _CountSyncingOps(TorchDispatchMode):
+    def __init__(self, counter: HostSyncs):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func._schema.name.split("::")[-1]
+        if name in HostSyncs.SYNCING_OPS or (name in ("index", "index_put", "index_put_") and _bool_index(args)):
+            self.counter.count += 1  # a boolean mask's shape depends on the data: nonzero inside
+        return func(*args, **kwargs)
+
+
+def _bool_index(args) -> bool:
+    indices = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else []
+    return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices)
+
+
+@contextlib.contextmanager
+def _counting_tolist(counter: HostSyncs):
+    """`.tolist()` on a CPU tensor reads memory without dispatching: counted by a wrapper."""
+    own = vars(torch.Tensor).get("tolist")  # None: inherited from the C base class
+    original = torch.Tensor.tolist
+
+    def tolist(self):
+        counter.count += 1
+        return original(self)
+
+    torch.Tensor.tolist = tolist
+    try:
+        yield
+    finally:
+        if own is None:
+            del torch.Tensor.tolist
+        else:
+            torch.Tensor.tolist = own
 
 
 class PeakMemory:
@@ -202,6 +278,16 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def precision_notes(precisions: list[str], device: torch.device) -> list[str]:
+    notes = []
+    if device.type == "cpu" and {"bf16", "fp16"} & set(precisions) and not cpu_has_native_bf16():
+        notes.append("this CPU has no native bfloat16 arithmetic (no AVX512-BF16 / AMX): lower precision "
+                     "is emulated here and slower than float32")
+    if device.type != "cuda" and "tf32" in precisions:
+        notes.append("tf32 is exact float32 off CUDA")
+    return notes
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (cuda)"
@@ -216,15 +302,125 @@ def describe_device(device: torch.device) -> str:
     return f"{name}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+def describe_config(tok) -> dict:
+    cfg = tok.config
+    return {"image_size": cfg.image_size, "encoder": f"{cfg.encoder_width}x{cfg.encoder_depth}",
+            "decoder": f"{cfg.decoder_width}x{cfg.decoder_depth}", "base": cfg.base.kind,
+            "tokens_per_iter": cfg.tokens_per_iter, "num_iters": cfg.num_iters, "criterion": cfg.criterion,
+            "parameters_m": round(sum(p.numel() for p in tok.parameters()) / 1e6, 1)}
 
 
 def format_table(result: dict) -> str:
-    """The per-iteration table, then setup, totals, throughput and memory, as plain text."""
+    """A header line, one markdown table (a row per precision and operation), the notes."""
+    lines = [f"{result['model']} | {result['device']} | batch {result['batch']} | best of "
+             f"{result['repeats']} after a warm-up; synchronised at the ends of each timed region", "",
+             "| precision | operation | tokens/image | images/s | ms/image | peak MiB | host syncs (per iteration) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        tokens = "" if r["mean_tokens"] is None else f"{r['mean_tokens']:.1f}"
+        lines.append(f"| {r['precision']} | {r['what']} | {tokens} | {r['images_per_s']:.3g} | "
+                     f"{r['ms_per_image']:.3g} | {r['peak_memory_mb']:.0f} | {format_syncs(r)} |")
+    rows = result["rows"]
+    if rows:
+        lines.append(f"\npeak memory: {rows[0]['memory_method']}; host syncs: {rows[0]['sync_method']}")
+    lines += [f"note: {n}" for n in result["notes"]]
+    return "\n".join(lines)
+
+
+def format_syncs(row: dict) -> str:
+    per = row["host_syncs_per_iteration"]
+    return f"{row['host_syncs']}" + ("" if per is None else f" ({per:.2g})")
+
+
+# --- the per-iteration profile (hooks that synchronise inside the rollout) ----------------------
+
+def profile_iterations(tok, batch: int = 1, precision: str | None = None, repeats: int = 3,
+                       images: torch.Tensor | None = None, name: str | None = None, log=None) -> dict:
+    """Time `repeats` full rollouts with reconstructions, after a one-iteration warm-up, with a
+    forward hook on the encoder blocks, the latent decoder and the pixel decoder; the best time of
+    each part is kept. See `summarize` for what it returns; `format_iterations` prints it."""
+    if batch < 1 or repeats < 1:
+        raise ValueError(f"batch and repeats must be at least 1, got {batch} and {repeats}")
+    device = next(tok.parameters()).device
+    images = (random_images(batch, tok.config.image_size) if images is None else images).to(device)
+    with torch.no_grad():  # first calls build kernels and caches
+        tok.rollout(images, num_iters=1, precision=precision)
+    runs = []
+    with PeakMemory(device) as memory:
+        for r in range(repeats):
+            runs.append(timed_rollout(tok, images, precision))
+            if log is not None:
+                log(f"run {r + 1}/{repeats}: {runs[-1]['total']:.3f} s")
+    result = summarize(tok, runs, images, precision, memory)
+    result["model"] = name or result["model"]
+    return result
+
+
+def summarize(tok, runs: list[dict], images: torch.Tensor, precision: str | None,
+              memory: PeakMemory) -> dict:
+    """The best of several `timed_rollout` runs: per iteration, the encoder, latent decoder and
+    pixel decode, and the cumulative time to the tokens (`tokens_at_s`, setup + the encoder passes
+    so far: a fixed-length encode) and to the pixels (`pixels_at_s`, every pass so far)."""
+    cfg, T = tok.config, tok.config.num_iters
+    best = {k: [min(run[k][t] for run in runs) for t in range(T)] for k in ("encoder", "decoder", "pixels")}
+    setup = min(run["setup"] for run in runs)
+    fastest = min(runs, key=lambda run: run["total"])
+    # what the hooks do not see (bottleneck, norms, soft code, layout changes), in the fastest run
+    other = fastest["total"] - fastest["setup"] - sum(sum(fastest[k]) for k in ("encoder", "decoder", "pixels"))
+    rows, tokens_at, pixels_at = [], setup, setup
+    for t in range(T):
+        tokens_at += best["encoder"][t]
+        pixels_at += best["encoder"][t] + best["decoder"][t] + best["pixels"][t]
+        rows.append({"iteration": t, "tokens": cfg.tokens_per_iter * (t + 1),
+                     "encoder_s": best["encoder"][t], "latent_decoder_s": best["decoder"][t],
+                     "pixel_decode_s": best["pixels"][t], "tokens_at_s": tokens_at, "pixels_at_s": pixels_at})
+    return {"model": "alit model", "config": describe_config(tok), "device": describe_device(images.device),
+            "precision": precision or "as the weights are", "batch": int(images.shape[0]), "repeats": len(runs),
+            "setup_s": setup, "iterations": rows, "other_s": other, "rollout_s": fastest["total"],
+            "runs_s": [run["total"] for run in runs], "peak_memory": memory.result(),
+            "notes": precision_notes([precision] if precision else [], images.device)}
+
+
+def timed_rollout(tok, images: torch.Tensor, precision: str | None = None) -> dict:
+    """One rollout with reconstructions: {"setup": s, "total": s, "encoder" / "decoder" / "pixels":
+    the seconds of each pass of that part, in call order}."""
+    spans = {"encoder": [], "decoder": [], "pixels": []}
+    first = []
+    sync = synchronizer(images.device)
+
+    def watch(module: nn.Module, key: str):
+        def pre(*_):
+            sync()
+            if not first:
+                first.append(time.perf_counter())
+            spans[key].append(-time.perf_counter())
+
+        def post(*_):
+            sync()
+            spans[key][-1] += time.perf_counter()
+
+        return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+
+    handles = (watch(tok.encoder.blocks, "encoder") + watch(tok.decoder, "decoder")
+               + watch(tok.base.decoder, "pixels"))
+    try:
+        with torch.no_grad():
+            sync()
+            start = time.perf_counter()
+            tok.rollout(images, precision=precision)
+            sync()
+            total = time.perf_counter() - start
+    finally:
+        for h in handles:
+            h.remove()
+    return {"setup": first[0] - start, "total": total, **spans}
+
+
+def format_iterations(result: dict) -> str:
+    """The per-iteration table of `profile_iterations`, then setup, totals and memory, as plain text."""
     ms = 1e3
-    lines = [f"{result['model']} | {result['device']} | {result['dtype']} | batch {result['batch']} | "
-             f"best of {result['repeats']}",
+    lines = [f"{result['model']} | {result['device']} | {result['precision']} | batch {result['batch']} | "
+             f"best of {result['repeats']} (hooks synchronise inside each rollout)",
              f"setup (checks, base encoder, embeddings): {result['setup_s'] * ms:.1f} ms",
              f"{'iter':>4} {'tokens':>6} {'encoder':>10} {'latent dec':>10} {'pixel dec':>10} "
              f"{'to tokens':>10} {'to pixels':>10}   (ms; 'to': cumulative)"]
@@ -239,8 +435,6 @@ def format_table(result: dict) -> str:
     lines.append(f"full rollout with reconstructions: {result['rollout_s'] * ms:.1f} ms (other work "
                  f"{result['other_s'] * ms:.1f} ms; runs: "
                  + ", ".join(f"{t * ms:.0f}" for t in result["runs_s"]) + " ms)")
-    lines.append("throughput: " + ", ".join(f"{k.removesuffix('_images_per_s')} {v:.3g} images/s"
-                                            for k, v in result["throughput"].items()))
     mem = result["peak_memory"]
     lines.append(f"peak memory: {mem['peak_mb']:.0f} MiB ({mem['added_mb']:+.0f} MiB over the "
                  f"{mem['before_mb']:.0f} MiB before; {mem['method']})")

@@ -275,68 +275,10 @@ def cmd_data_fashion_mnist(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    import json
-
-    import torch
-
-    from ..bench import bench, format_table
-    from ..tokenizer import as_dtype, build, load
-
-    if args.checkpoint is not None and args.preset is not None:
-        raise AlitError("give exactly one of --checkpoint CKPT and --preset NAME (e.g. --preset small)")
-    if args.preset is None and args.checkpoint is None:
-        args.checkpoint = "default"
-    from ..eval.inputs import check_not_an_image, default_device
-
-    _at_least(args.batch_size, 1, "--batch-size")
-    _at_least(args.repeats, 1, "--repeats")
-    if args.out and Path(args.out).is_dir():
-        raise AlitError(f"--out {args.out}: is a folder; --out names the JSON file to write")
-    device = default_device(args.device)
-    if args.checkpoint is not None:
-        check_not_an_image(args.checkpoint)
-    if args.preset is not None:
-        torch.manual_seed(0)
-        try:
-            tok = build(args.preset)
-        except ValueError as e:
-            raise AlitError(str(e)) from None
-        name = f"preset {args.preset} (random weights)"
-    else:
-        tok, name = load(args.checkpoint), str(args.checkpoint)
-    tok = tok.to(device, as_dtype(args.dtype))  # bf16: the weights themselves, as alit.load(dtype=)
-    tok.bench_name = name
-    result = bench(tok, batch=args.batch_size, repeats=args.repeats,
-                   log=lambda line: print(line, file=sys.stderr, flush=True))
-    print(format_table(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
-    return 0
-
-
 def _add_bench_parser(sub) -> None:
-    s = sub.add_parser("bench", help="per-iteration latency, throughput and peak memory of a rollout",
-                       description="Time full rollouts with reconstructions of random images on this device "
-                       "and print, per iteration (token length), the encoder pass, the latent decoder, the pixel "
-                       "decode and the cumulative time to the tokens (a fixed-length encode: no decoder) and to "
-                       "the reconstruction (an adaptive encode judging pixels), plus setup (base encoder), "
-                       "throughput and peak memory (CUDA allocator peak, or the process's peak resident set on a "
-                       "CPU). Each figure is the best of --repeats runs. --out also writes it all as JSON.")
-    s.add_argument("--checkpoint", metavar="CKPT", default=None,
-                   help="model folder (model.safetensors + config.json), or 'default' for the bundled model "
-                   "(the default when no --preset is given)")
-    s.add_argument("--preset", metavar="NAME", default=None,
-                   help="a preset with random weights instead (tiny, small, base, semilarge)")
-    s.add_argument("--batch-size", "--batch", type=int, default=1, metavar="N",
-                   help="images per rollout (default 1), as --batch-size of every other command")
-    s.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
-                   help="weights and arithmetic (default fp32); bf16 is fast only where the hardware has it")
-    s.add_argument("--repeats", type=int, default=3, metavar="N", help="runs, the best is kept (default 3)")
-    s.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
-    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    s.set_defaults(func=cmd_bench)
+    from .bench import add_parser  # `alit bench` lives in cli/bench.py
+
+    add_parser(sub)
 
 
 def _output_folder(path, flag: str = "--out") -> Path:
