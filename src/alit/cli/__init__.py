@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import AlitError
 from .names import unique_names
+from .options import add_precision_arg
 
 
 def cmd_verify_reference(args) -> int:
@@ -48,7 +49,7 @@ def cmd_reconstruct(args) -> int:
     if args.criterion is not None:
         parse_criterion(args.criterion)  # a bad rule fails before the model loads
     out = _output_folder(args.out)
-    tok = load_model(args.checkpoint, args.device)
+    tok = load_model(args.checkpoint, args.device, args.precision)
     device = next(tok.parameters()).device
     rule = parse_criterion(args.criterion or tok.config.criterion, tok)
     size, lengths = tok.config.image_size, tok.config.lengths
@@ -112,7 +113,7 @@ def cmd_demo(args) -> int:
     if args.criterion is not None:
         parse_criterion(args.criterion)  # a bad rule fails before the model loads
     _output_folder(args.out)
-    tok = load_model(args.checkpoint, args.device)
+    tok = load_model(args.checkpoint, args.device, args.precision)
     if args.criterion is not None:
         parse_criterion(args.criterion, tok)  # e.g. conf: needs a VQGAN-based model
     s = run_demo(tok, args.out, criterion=args.criterion, batch_size=args.batch_size, checkpoint=args.checkpoint)
@@ -163,7 +164,7 @@ def cmd_eval(args) -> int:
     if args.criterion is not None:
         parse_criterion(args.criterion)  # a bad rule fails before the model loads
     _output_folder(args.out)
-    tok = load_model(args.checkpoint, args.device)
+    tok = load_model(args.checkpoint, args.device, args.precision)
     parse_criterion(args.criterion or tok.config.criterion, tok)
     options = EvalOptions(lengths=parse_lengths(args.lengths, tok.config.lengths),
                           criterion=args.criterion or tok.config.criterion,
@@ -197,7 +198,7 @@ def cmd_analyze(args) -> int:
     for spec in criteria or []:
         parse_criterion(spec)  # a bad rule fails before the model loads
     _output_folder(args.out)
-    tok = load_model(args.checkpoint, args.device)
+    tok = load_model(args.checkpoint, args.device, args.precision)
     if args.thresholds is not None:
         thresholds = parse_floats(args.thresholds, "--thresholds")
     elif criteria:
@@ -242,7 +243,7 @@ def cmd_probe(args) -> int:
     if not args.weight_decay >= 0:
         raise AlitError(f"--weight-decay must be 0 or more, got {args.weight_decay}")
     _output_folder(args.out)
-    tok = load_model(args.checkpoint, args.device)
+    tok = load_model(args.checkpoint, args.device, args.precision)
     r = run_probe(tok, args.data, args.out, parse_lengths(args.lengths, tok.config.lengths), pool=args.pool,
                   test_fraction=args.test_fraction, seed=args.seed, weight_decay=args.weight_decay,
                   batch_size=args.batch_size, limit=args.limit)
@@ -260,7 +261,7 @@ def cmd_visualize(args) -> int:
 
     layer = None if args.layer is None else ("mean" if args.layer == "mean" else _int(args.layer, "--layer"))
     _output_folder(args.out)
-    tok = load_model(args.checkpoint, args.device)
+    tok = load_model(args.checkpoint, args.device, args.precision)
     info = visualize(tok, args.image, args.out, layer=layer)
     print(f"decoder block {info['layer']}, lengths {info['lengths']}: {args.out}/index.html")
     return 0
@@ -335,6 +336,7 @@ def _add_model_args(s, batch_size: int | None) -> None:
                    "(the default), a paper model (paper/NAME, downloaded on first use) or hf:ORG/NAME; "
                    "`alit models` lists the names")
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_precision_arg(s)
     if batch_size is not None:
         s.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
                        help=f"images per forward pass (default {batch_size})")
