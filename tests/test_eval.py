@@ -91,6 +91,20 @@ def test_ssim_is_one_for_identical_and_matches_scikit_image():
         assert 0.3 < ref < 0.95
 
 
+def test_ssim_equals_torchmetrics_in_both_dtypes_and_is_differentiable():
+    tm = pytest.importorskip("torchmetrics.functional.image")
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 3, 40, 56, generator=g)  # not square: rows and columns blurred by their own bands
+    y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    for dtype, tol in ((torch.float64, 1e-14), (torch.float32, 1e-6)):
+        ref = tm.structural_similarity_index_measure(y.to(dtype), x.to(dtype), data_range=1.0, reduction="none")
+        ours = metrics.ssim(x, y, dtype=dtype)
+        assert ours.dtype == dtype and (ours - ref).abs().max() < tol
+    x.requires_grad_(True)
+    metrics.ssim(x, y).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_frechet_statistics_and_known_distances():
     pytest.importorskip("pytorch_fid")
     g = torch.Generator().manual_seed(0)

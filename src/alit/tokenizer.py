@@ -122,7 +122,7 @@ class AdaptiveTokenizer(ALIT):
                 done = done & ~finished  # every row stays in the batch: skip those placed before
             # finished rows first, the rest in their order: index tensors, so nothing below syncs
             order = torch.argsort((~done).to(torch.uint8), stable=True)
-            k = len(active) if last else int(done.sum())  # the iteration's one host sync
+            k = len(active) if last and compact else int(done.sum())  # the iteration's one host sync
             if k:
                 rows, idx = active[order[:k]], order[:k]
                 lengths[rows] = L

@@ -56,17 +56,48 @@ def pixel_metrics(images: torch.Tensor, recons: torch.Tensor) -> dict[str, torch
 
 
 def ssim(images: torch.Tensor, recons: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """SSIM per image [B] from torchmetrics (Wang et al. 2004, Gaussian 11x11 window, sigma 1.5),
-    differentiable; computed in float64 (float32 on MPS) unless `dtype` says otherwise."""
-    try:
-        from torchmetrics.functional.image import structural_similarity_index_measure
-    except ImportError:
-        raise MetricUnavailable("SSIM needs torchmetrics: pip install 'alit[eval]' (or torchmetrics)") from None
+    """SSIM per image [B] as torchmetrics computes it (Wang et al. 2004: Gaussian 11x11 window,
+    sigma 1.5, data range 1, reflect-padded, mean over channels and pixels), differentiable;
+    computed in float64 (float32 on MPS) unless `dtype` says otherwise. The window is applied as two
+    1D passes (equal to torchmetrics up to float64 rounding, tested), which is much faster here."""
     wide = dtype or (torch.float32 if images.device.type == "mps" else torch.float64)  # MPS has no float64
-    # in chunks: torchmetrics holds several padded copies of the whole batch at once
-    return torch.cat([structural_similarity_index_measure(r.to(wide), x.to(wide), data_range=1.0,
-                                                          reduction="none").reshape(-1)
-                      for r, x in zip(recons.split(64), images.split(64))])
+    # in chunks: the five blurred maps of the whole batch at once
+    return torch.cat([_ssim(r.to(wide), x.to(wide)) for r, x in zip(recons.split(64), images.split(64))])
+
+
+SSIM_WINDOW, SSIM_SIGMA, SSIM_C1, SSIM_C2 = 11, 1.5, 0.01 ** 2, 0.03 ** 2  # constants for data range 1
+
+
+def _ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x, y [B, C, H, W] -> SSIM [B]."""
+    B, pad = x.shape[0], SSIM_WINDOW // 2
+    maps = torch.cat([x, y, x * x, y * y, x * y])  # [5B, C, H, W]
+    mu_x, mu_y, xx, yy, xy = _gaussian_blur(F.pad(maps, (pad,) * 4, mode="reflect")).split(B)
+    var_x = (xx - mu_x.pow(2)).clamp(min=0)
+    var_y = (yy - mu_y.pow(2)).clamp(min=0)
+    cov = xy - mu_x * mu_y
+    full = ((2 * mu_x * mu_y + SSIM_C1) * (2 * cov + SSIM_C2)) / (
+        (mu_x.pow(2) + mu_y.pow(2) + SSIM_C1) * (var_x + var_y + SSIM_C2))  # [B, C, H, W]
+    return full.flatten(1).mean(1)
+
+
+def _gaussian_blur(padded: torch.Tensor) -> torch.Tensor:
+    """[n, C, H + 10, W + 10] -> [n, C, H, W]: the SSIM window as two matrix products (rows, then
+    columns) with banded matrices: matmuls run at BLAS speed, float64 convolutions do not (6x here)."""
+    r = torch.arange(SSIM_WINDOW, dtype=padded.dtype, device=padded.device) - (SSIM_WINDOW - 1) / 2
+    g = torch.exp(-(r / SSIM_SIGMA).pow(2) / 2)
+    g = g / g.sum()  # [11]
+    H, W = padded.shape[-2] - SSIM_WINDOW + 1, padded.shape[-1] - SSIM_WINDOW + 1
+    return _band(g, H).t() @ (padded @ _band(g, W))
+
+
+def _band(g: torch.Tensor, n: int) -> torch.Tensor:
+    """[n + k - 1, n] with column j holding the window g [k] from row j on: x @ band blurs x's rows."""
+    k = g.numel()
+    band = g.new_zeros(n + k - 1, n)
+    cols = torch.arange(n, device=g.device)
+    band[cols[:, None] + torch.arange(k, device=g.device), cols[:, None]] = g
+    return band
 
 
 def library_version(module: str) -> str:
