@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..precision import exact_float32
 from .layers import Transformer
 
 
@@ -66,10 +67,13 @@ class RecurrentEncoder(nn.Module):
         return self.ln_recur(torch.cat([x, self._seed(t, x.shape[0])], 1))
 
     def latents(self, x: torch.Tensor, trace: dict | None = None, t: int = 0) -> torch.Tensor:
-        """Encoder output [B, 1+N+L, W] -> factorised latents [B, L, d]."""
+        """Encoder output [B, 1+N+L, W] -> factorised latents [B, L, d], in the weights' dtype under
+        any autocast: they choose the ids, and their bf16 rounding alone changed the length the
+        bundled model's rule chose for 1 image in 10 (benchmarks/results/precision_agreement.md)."""
         z = x[:, 1 + self.num_image_tokens:]  # [B, L, W]
-        zn = self.ln_post(z)
-        out = self.to_latent(zn)
+        with exact_float32(z.device.type):
+            zn = self.ln_post(z.to(self.ln_post.weight.dtype))
+            out = self.to_latent(zn)
         if trace is not None:
             trace[f"iter{t}/latent_tokens_pre_ln_post"] = z
             trace[f"iter{t}/latent_tokens_post_ln_post"] = zn
