@@ -50,7 +50,9 @@ class DeadCodeRestarter:
 
     def observe(self, z: torch.Tensor, ids: torch.Tensor) -> None:
         """Input vectors z [B, ..., d] and the ids [B, ...] they were given."""
-        self.step_usage += torch.bincount(ids.detach().reshape(-1), minlength=len(self.usage))
+        flat = ids.detach().reshape(-1)
+        # index_add_, not bincount: bincount on CUDA reads the largest id back to size its output
+        self.step_usage.index_add_(0, flat, torch.ones_like(flat))
         if not self.pool:
             self.begin_micro_step()
         self.pool[-1].append(z.detach().reshape(z.shape[0], -1, z.shape[-1]))

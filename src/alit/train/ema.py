@@ -29,12 +29,14 @@ class EMA:
     def update(self, module: nn.Module) -> None:
         d = self.current_decay()
         trainable = {n for n, p in module.named_parameters() if p.requires_grad}
-        for k, v in module.state_dict().items():
-            s = self.shadow[k]
-            if k in trainable:
-                s.lerp_(v.detach().float(), 1 - d)
-            else:
-                s.copy_(v.detach())
+        state = module.state_dict()
+        averaged = [k for k in state if k in trainable]
+        copied = [k for k in state if k not in trainable]
+        # one multi-tensor kernel each, not one per tensor (hundreds of launches a step on a GPU)
+        if averaged:
+            torch._foreach_lerp_([self.shadow[k] for k in averaged], [state[k].float() for k in averaged], 1 - d)
+        if copied:
+            torch._foreach_copy_([self.shadow[k] for k in copied], [state[k] for k in copied])
         self.updates += 1
 
     def state_dict(self, like: nn.Module | None = None) -> dict[str, torch.Tensor]:
