@@ -184,3 +184,39 @@ def test_the_fingerprint_is_computed_once_and_again_after_a_weight_changes(tok, 
     assert model_fingerprint(model) == first and len(computed) == 3
     model.to(torch.bfloat16)
     assert model_fingerprint(model) == first and len(computed) == 4  # a cast copy is the same model
+
+
+class Float64Ops(TorchFunctionMode):
+    """Names of the operations that returned a float64 tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and out.dtype == torch.float64:
+            self.names.append(getattr(func, "__name__", str(func)))
+        return out
+
+
+def test_accelerators_score_in_float32_so_mps_never_meets_float64(tok, images):
+    from alit.eval.metrics import table_dtype
+
+    mps, cuda = torch.device("mps"), torch.device("cuda")
+    assert table_dtype(mps) == torch.float32 and table_dtype(torch.device("cpu")) == torch.float64
+    rule = EightBit(Stalled(SSIMAbove(0.99), 0.0))
+    assert rule._wide(mps) == rule._wide(cuda) == torch.float32 and rule._wide(torch.device("cpu")) == torch.float64
+    # the rule on an accelerator's tensors (the meta device stands in: no values, the same dtypes)
+    x = torch.rand(2, 3, 64, 64, device="meta")
+    with Float64Ops() as wide:
+        accepted, score = rule.judge(x, x, None)
+        rule.judge(x, x, score)
+    assert wide.names == [] and accepted.dtype == torch.bool and score.dtype == torch.float32
+    # what runs on the device for a fixed length, a decode and a fingerprint (its float64 is on the CPU)
+    model = alit.build("tiny")
+    model.load_state_dict(tok.state_dict())
+    model.encode(images[:1], num_tokens=8)  # the fingerprint, computed once (on the CPU, in float64)
+    with Float64Ops() as wide:
+        model.decode(model.encode(images, num_tokens=torch.tensor([8, 64, 16, 8])))
+    assert wide.names == []

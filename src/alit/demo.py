@@ -34,7 +34,7 @@ from .criteria import L1Below, SSIMAbove, first_accepted, needs_pixels, parse_cr
 from .errors import AlitError
 from .eval.analysis import complexity_proxies, correlation
 from .eval.inputs import batches, protocol
-from .eval.metrics import pixel_metrics, ssim
+from .eval.metrics import pixel_metrics, ssim, table_dtype
 from .eval.report import Img, Page, pyplot, save_figure
 from .images import find_images, save_png
 
@@ -95,12 +95,13 @@ def _score(tok, rule, proto, batch, out: Path) -> list[dict]:
     images = batch.images.to(next(tok.parameters()).device)  # [b, 3, S, S] on the 8-bit grid
     roll = tok.rollout(images)
     # float64, as `alit eval` scores: the rule then sees exactly the numbers written to summary.json
-    inputs = images.double()
-    recons = [proto.finish(r).double() for r in roll.reconstructions]  # per length: [b, 3, S, S], 8-bit
+    wide = table_dtype(images.device)  # float64; MPS has none: float32 there
+    inputs = images.to(wide)
+    recons = [proto.finish(r).to(wide) for r in roll.reconstructions]  # per length: [b, 3, S, S], 8-bit
     chosen = first_accepted(rule, inputs, recons if needs_pixels(rule) else roll).tolist()  # [b] length index
     scores = [{**pixel_metrics(inputs, r), "ssim": ssim(inputs, r)} for r in recons]  # per length: {"l1": [b], ...}
     # the ceiling: the base decoding its own code of the photo (what stage 1 learns to predict)
-    base_recons = proto.finish(tok.codes_to_images(roll.targets.codes)).double()  # [b, 3, S, S], 8-bit
+    base_recons = proto.finish(tok.codes_to_images(roll.targets.codes)).to(wide)  # [b, 3, S, S], 8-bit
     base = {**pixel_metrics(inputs, base_recons), "ssim": ssim(inputs, base_recons)}
     records = []
     for j, path in enumerate(batch.paths):

@@ -42,7 +42,7 @@ def cmd_reconstruct(args) -> int:
 
     from ..criteria import EightBit, first_accepted, needs_pixels, parse_criterion
     from ..eval.inputs import batches, load_model, protocol, upscale_warning
-    from ..eval.metrics import pixel_metrics
+    from ..eval.metrics import pixel_metrics, table_dtype
     from ..images import find_images, save_png
 
     _at_least(args.batch_size, 1, "--batch-size")
@@ -75,8 +75,9 @@ def cmd_reconstruct(args) -> int:
             images = batch.images.to(device)  # [b, 3, S, S] on the 8-bit grid
             roll = tok.rollout(images)
             recons = [proto.finish(r) for r in roll.reconstructions]  # per length: [b, 3, S, S], 8-bit
-            # float64, as `alit eval` and `alit demo` score: the rule sees the numbers in the table
-            inputs, scored = images.double(), [r.double() for r in recons]
+            # float64 (float32 on MPS), as `alit eval` and `alit demo` score: the rule sees the table's numbers
+            wide = table_dtype(device)
+            inputs, scored = images.to(wide), [r.to(wide) for r in recons]
             chosen = first_accepted(rule, inputs, scored if needs_pixels(rule) else roll).tolist()  # [b]
             l1 = torch.stack([pixel_metrics(inputs, r)["l1"] for r in scored], 1).tolist()  # [b, T]
             for j, path in enumerate(batch.paths):

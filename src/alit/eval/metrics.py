@@ -48,11 +48,17 @@ class MetricUnavailable(Exception):
 
 
 def pixel_metrics(images: torch.Tensor, recons: torch.Tensor) -> dict[str, torch.Tensor]:
-    """l1, mse, psnr per image [B] (float64)."""
-    diff = (recons.double() - images.double()).flatten(1)  # [B, 3HW]
+    """l1, mse, psnr per image [B] (float64; float32 on MPS)."""
+    wide = table_dtype(images.device)
+    diff = (recons.to(wide) - images.to(wide)).flatten(1)  # [B, 3HW]
     mse = diff.pow(2).mean(1)
     psnr = torch.where(mse > 0, -10 * torch.log10(mse.clamp_min(1e-300)), torch.full_like(mse, PSNR_CAP))
     return {"l1": diff.abs().mean(1), "mse": mse, "psnr": psnr.clamp(max=PSNR_CAP)}
+
+
+def table_dtype(device: torch.device) -> torch.dtype:
+    """What the tables score in: float64, float32 on MPS (which has no float64)."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def ssim(images: torch.Tensor, recons: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -60,7 +66,7 @@ def ssim(images: torch.Tensor, recons: torch.Tensor, dtype: torch.dtype | None =
     sigma 1.5, data range 1, reflect-padded, mean over channels and pixels), differentiable;
     computed in float64 (float32 on MPS) unless `dtype` says otherwise. The window is applied as two
     1D passes (equal to torchmetrics up to float64 rounding, tested), which is much faster here."""
-    wide = dtype or (torch.float32 if images.device.type == "mps" else torch.float64)  # MPS has no float64
+    wide = dtype or table_dtype(images.device)
     # in chunks: the five blurred maps of the whole batch at once
     return torch.cat([_ssim(r.to(wide), x.to(wide)) for r, x in zip(recons.split(64), images.split(64))])
 
