@@ -110,8 +110,9 @@ class Encoding:
                 self.lengths.dtype != torch.long or self.lengths.numel() == 0:
             raise ValueError(f"Encoding.lengths must be a non-empty LongTensor [B], "
                              f"got {_describe(self.lengths)}")
-        B, Lmax = self.lengths.numel(), int(self.lengths.max())
-        if int(self.lengths.min()) < 1:
+        shortest, Lmax = torch.stack(torch.aminmax(self.lengths)).tolist()  # one read from the device
+        B = self.lengths.numel()
+        if shortest < 1:
             raise ValueError(f"Encoding.lengths must be positive, got {self.lengths.tolist()}")
         if self.latents is None and self.ids is None:
             raise ValueError("an Encoding needs ids (quantised models) or latents (continuous ones)")
@@ -341,9 +342,12 @@ class Encoding:
 def _check_ids(ids: torch.Tensor, lengths: torch.Tensor, codebook_size: int | None) -> None:
     """ValueError unless ids [B, Lmax] are codebook entries within each length and -1 past it."""
     valid = _valid(lengths.to(ids.device), ids.shape[1])
-    inside = ids[valid]
     top = codebook_size if codebook_size is not None else None
-    bad = (inside < 0) if top is None else (inside < 0) | (inside >= top)
+    outside = (ids < 0) if top is None else (ids < 0) | (ids >= top)  # [B, Lmax]
+    if not bool(torch.where(valid, outside, ids != -1).any()):  # the one value read back when all is well
+        return
+    inside = ids[valid]
+    bad = outside[valid]
     if bool(bad.any()):
         value = int(inside[bad][0])
         where = "-1 (padding)" if value == -1 else f"id {value}"
