@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ import alit.train as T
 from alit.errors import AlitError
 from alit.train import checkpoint
 from alit.train.distill import DistillStage
+from alit.train import loop
 from alit.train.loop import fit
 
 MODEL = ("model_overrides={image_size: 16, num_iters: 4, encoder_width: 64, decoder_width: 64, encoder_heads: 2, "
@@ -282,13 +284,18 @@ def test_fit_to_time_fits_the_schedule_to_the_measured_pace():
     assert fit_to_time(100.0, 20.0, 50, 250, 9_000, 9_000) == 50 + 1000  # a resumed run counts its own steps
 
 
-def test_max_time_stops_with_a_checkpoint_and_a_complete_schedule(photos, tmp_path):
+def test_max_time_stops_with_a_checkpoint_and_a_complete_schedule(photos, tmp_path, monkeypatch):
+    # a clock that advances 0.1 s whenever the loop reads it (twice a step): about 40 steps fit in 8 s, on
+    # any machine at any load
+    ticks = iter(range(10**9))
+    start = time.time()
+    monkeypatch.setattr(loop, "clock", lambda: start + 0.1 * next(ticks))
     run = T.run("distill", "tiny", data=photos, out=tmp_path / "run", max_steps=100_000, progress=False,
                 overrides=SMALL + ["base=random", "max_time=8", "checkpoint_every=1000", "image_every=0",
                                    "lr=1.0e-3", "min_lr=1.0e-4"])
     recs = records(run)
     last = recs[-1]["step"]
-    assert 20 < last < 2000  # fitted after 20 steps, far short of max_steps
+    assert last == 41  # fitted at step 20 (3.9 s of the fake clock) to the int(8 / 0.195) that fit in 8 s
     assert [s for s, _ in checkpoint.checkpoints(run)] == [last]  # the end always writes one
     # the cosine schedule was re-fitted to end at the last step: it ends near min_lr
     assert recs[-1]["lr"] < 2.0e-4 < 9.9e-4 < recs[10]["lr"]

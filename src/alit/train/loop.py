@@ -245,7 +245,7 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
     batches = iter(train_data.loader)
     step_cap = max_steps  # a max_time run fits its length below this
     told = None  # the fitted length last logged
-    t_last = t_loop = time.time()
+    t_last = t_loop = clock()
     rate = None
     step = start
     try:
@@ -274,7 +274,7 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
             keys = sorted(sums)
             flag = torch.tensor(float(len(new_skips)), device=device)
             # the elapsed time rides along, so every process takes the same max_time decisions
-            elapsed = torch.tensor(time.time() - t_loop, device=device)
+            elapsed = torch.tensor(clock() - t_loop, device=device)
             values = dist.mean(torch.stack([sums[k] for k in keys] + [flag, elapsed])).tolist()  # one all-reduce
             logs = dict(zip(keys, values[:-2]))
             any_new_skips, elapsed = values[-2] > 0, values[-1]
@@ -308,7 +308,7 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
                 monitor.event(f"step {step}: non-finite loss or gradients ({_fmt(logs)}, gradient norms "
                               f"{_fmt(grad_norms, all_keys=True)}): update skipped ({streak} in a row)")
             restarted = stage.restarter.step_end(step) if stage.restarter is not None else 0
-            now = time.time()
+            now = clock()
             inst = recipe.batch_size / max(now - t_last, 1e-9)
             rate = inst if rate is None else 0.9 * rate + 0.1 * inst
             t_last = now
@@ -371,6 +371,10 @@ def fit(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, *, resum
         del batches
     return run_dir
 
+
+# the clock of a run's pace and max_time: tests inject a fake one, so that their verdict does not
+# depend on the machine's speed
+clock = time.time
 
 FIT_AFTER = 20  # steps of this process after which a max_time run fits its length to its pace
 
