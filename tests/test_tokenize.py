@@ -1,7 +1,8 @@
 """`alit tokenize`, `alit decode` and `alit.TokenDataset` on real photos (the bundled demo photos)
 with a tiny random-weight model saved to a folder: rows against `tok.encode`, Parquet read by
 pyarrow and `datasets`, 2 processes under torchrun, a SIGKILL and a rerun, WebDataset shards,
-refusals, `--mean-tokens`."""
+refusals, `--mean-tokens`; decoding workers against the main process, Ctrl-C and a failing write
+in the background writer, `--precision` and the older `--dtype`, `--device` under torchrun."""
 from __future__ import annotations
 
 import json
@@ -81,8 +82,8 @@ def part_batches(data: Path, part_size: int):
 def run1(tok, model_dir, data, tmp_path_factory):
     """One process, the default rule replaced by an l1 rule; parts of 4 = batches of 4."""
     out = tmp_path_factory.mktemp("run1") / "tokens"
-    assert main([ "tokenize", str(data), "--out", str(out), "--checkpoint", str(model_dir), "--criterion",
-                 "l1:0.25", "--part-size", "4", "--batch-size", "4", "--no-progress"]) == 0
+    assert main(["tokenize", str(data), "--out", str(out), "--checkpoint", str(model_dir), "--criterion",
+                 "l1:0.25", "--part-size", "4", "--batch-size", "4", "--workers", "2", "--no-progress"]) == 0
     return out
 
 
@@ -171,7 +172,7 @@ def test_two_processes_under_torchrun(model_dir, data, run1, tmp_path):
 def test_sigkill_then_rerun_gives_the_same_rows(model_dir, data, tmp_path):
     out, clean = tmp_path / "killed", tmp_path / "clean"
     args = [data, "--checkpoint", model_dir, "--criterion", "l1:0.25", "--part-size", "1", "--batch-size", "1",
-            "--no-progress"]
+            "--workers", "2", "--no-progress"]
     assert main(["tokenize", str(args[0]), "--out", str(clean), *map(str, args[1:])]) == 0
     proc = subprocess.Popen([sys.executable, "-m", "alit", "tokenize", "--out", str(out), *map(str, args)],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -191,6 +192,128 @@ def test_sigkill_then_rerun_gives_the_same_rows(model_dir, data, tmp_path):
     assert not list(out.glob(".*.tmp-*")) and not list(state.glob(".*.tmp-*"))
 
 
+def test_workers_give_the_rows_of_the_main_process(model_dir, data, run1, tmp_path):
+    """Parts of 4 in batches of 4 (run1, 2 workers) and parts of 8 in batches of 3 (chunks of one part
+    read by different workers): the rows of reading in the main process, and its skipped.jsonl."""
+    def tokenize(out, *how):
+        assert main(["tokenize", str(data), "--out", str(out), "--checkpoint", str(model_dir), "--criterion",
+                     "l1:0.25", "--no-progress", *how]) == 0
+        return rows(out), (out / "skipped.jsonl").read_text()
+
+    assert tokenize(tmp_path / "w0", "--part-size", "4", "--batch-size", "4", "--workers", "0") == \
+        (rows(run1), (run1 / "skipped.jsonl").read_text())
+    assert tokenize(tmp_path / "a", "--part-size", "8", "--batch-size", "3", "--workers", "2") == \
+        tokenize(tmp_path / "b", "--part-size", "8", "--batch-size", "3", "--workers", "0")
+
+
+def test_pieces_come_back_as_each_part_s_batches():
+    """However a loader interleaves the workers' pieces, each part's batches come back whole and in order."""
+    from alit.tokens.sources import Chunk, _batches, _folder_units, _in_order
+
+    units = [u for p, n in ((0, 7), (1, 3)) for u in _folder_units(p, n, 3, pieces=2)]
+    assert [(p, a, b) for p, a, b, *_ in units] == [(0, 0, 2), (0, 2, 3), (0, 3, 5), (0, 5, 6), (0, 6, 7),
+                                                     (1, 0, 2), (1, 2, 3)]
+    chunks = [Chunk(p, i, closes, last, [f"{p}/{k}" for k in range(a, b)], torch.full((b - a, 3, 2, 2), float(a)), [])
+              for p, a, b, i, closes, last in units]
+    shuffled = [chunks[i] for i in (5, 2, 0, 6, 4, 1, 3)]
+    got = [(c.part, c.keys, c.images[:, 0, 0, 0].tolist(), c.last)
+           for c in _batches(_in_order(shuffled), torch.device("cpu"))]
+    assert got == [(1, ["1/0", "1/1", "1/2"], [0, 0, 2], True), (0, ["0/0", "0/1", "0/2"], [0, 0, 2], False),
+                   (0, ["0/3", "0/4", "0/5"], [3, 3, 5], False), (0, ["0/6"], [6], True)]
+
+
+def test_ctrl_c_waits_for_the_parts_handed_to_the_writer(model_dir, data, run1, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while part 2 is encoded, the writer still busy with parts 0 and 1: both are written
+    before the command returns, and a rerun gives the rows of an uninterrupted run."""
+    import alit.tokens.job as job
+
+    save, encode = job._save_part, job._encode_chunk
+
+    def slow_save(*args):
+        time.sleep(0.3)  # parts 0 and 1 still wait for the writer when Ctrl-C comes
+        save(*args)
+
+    def interrupted(tok, chunk, *args):
+        if chunk.part == 2:
+            raise KeyboardInterrupt
+        encode(tok, chunk, *args)
+
+    monkeypatch.setattr(job, "_save_part", slow_save)
+    monkeypatch.setattr(job, "_encode_chunk", interrupted)
+    out = tmp_path / "tokens"
+    argv = ["tokenize", str(data), "--out", str(out), "--checkpoint", str(model_dir), "--criterion", "l1:0.25",
+            "--part-size", "4", "--batch-size", "4", "--workers", "2", "--no-progress"]
+    assert main(argv) == 130 and capsys.readouterr().err.strip() == "interrupted"
+    assert sorted(p.name for p in (out / ".alit-tokenize").glob("part-*.json")) == \
+        ["part-000000.json", "part-000001.json"]
+    assert sorted(p.name for p in out.glob("part-*.parquet")) == ["part-000000.parquet", "part-000001.parquet"]
+    monkeypatch.undo()
+    assert main(argv) == 0 and rows(out) == rows(run1)
+
+
+def test_a_failing_write_is_one_line_and_a_rerun_finishes(model_dir, data, run1, tmp_path, monkeypatch, capsys):
+    import alit.tokens.job as job
+
+    table = job._table
+    calls = []
+
+    def full_disk(*args):
+        calls.append(1)
+        if len(calls) == 2:  # part 1's Parquet file
+            raise OSError(28, "No space left on device")
+        return table(*args)
+
+    monkeypatch.setattr(job, "_table", full_disk)
+    out = tmp_path / "tokens"
+    argv = ["tokenize", str(data), "--out", str(out), "--checkpoint", str(model_dir), "--criterion", "l1:0.25",
+            "--part-size", "4", "--batch-size", "4", "--workers", "0", "--no-progress"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"alit tokenize: error: {out}/part-000001.parquet: could not write it (No space left on device)"]
+    state = out / ".alit-tokenize"
+    assert [p.name for p in state.glob("part-*.json")] == ["part-000000.json"] and not (out / "index.json").exists()
+    assert not list(out.glob(".*.tmp-*"))
+    monkeypatch.undo()
+    assert main(argv) == 0 and rows(out) == rows(run1)
+
+
+def test_precision_and_the_older_dtype(model_dir, data, run1, tmp_path, capsys):
+    """index.json names the precision; a DIR made before --precision (options.json's "dtype") is the
+    same job under the same name; --dtype still works, with a note; another precision is refused."""
+    assert json.loads((run1 / "index.json").read_text())["precision"] == "fp32"
+    old = tmp_path / "old"
+    shutil.copytree(run1, old)
+    options = old / ".alit-tokenize" / "options.json"
+    theirs = json.loads(options.read_text())
+    theirs["dtype"] = theirs.pop("precision")
+    options.write_text(json.dumps(theirs))
+    argv = ["tokenize", str(data), "--out", str(old), "--checkpoint", str(model_dir), "--criterion", "l1:0.25",
+            "--part-size", "4", "--batch-size", "4", "--no-progress"]
+    assert main([*argv, "--dtype", "fp32"]) == 0
+    assert "--dtype is deprecated; use --precision" in capsys.readouterr().err
+    assert main([*argv, "--precision", "fp32"]) == 0
+    assert main([*argv, "--precision", "bf16"]) == 2
+    assert "another --precision" in capsys.readouterr().err
+    assert main([*argv, "--precision", "bf16", "--dtype", "fp32"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("disagree; give --precision alone")
+
+
+def test_device_is_refused_under_torchrun(model_dir, data, tmp_path):
+    """Each rank takes its own device: `--device` would put every rank on one."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    args = ["tokenize", data, "--out", tmp_path / "tokens", "--checkpoint", model_dir, "--device", "cpu",
+            "--no-progress"]
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "alit", *map(str, args)],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode != 0
+    ours = [line for line in r.stderr.splitlines() if "alit tokenize" in line]
+    assert ours and all(line.endswith("alit tokenize: error: --device does not go with torchrun's 2 processes: "
+                                      "each takes its own (cuda:LOCAL_RANK, else cpu); leave --device out")
+                        for line in ours), r.stderr[-3000:]
+    assert "alit/cli/" not in r.stderr  # no traceback of ours (torchrun prints its own)
+    assert not (tmp_path / "tokens").exists()
+
+
 def test_webdataset_shards_give_the_same_tokens(tok, model_dir, data, run1, tmp_path):
     from alit.data import write_shards
 
@@ -199,7 +322,7 @@ def test_webdataset_shards_give_the_same_tokens(tok, model_dir, data, run1, tmp_
     write_shards(files, tmp_path / "shards", per_shard=4)
     out = tmp_path / "tokens"
     assert main(["tokenize", str(tmp_path / "shards"), "--out", str(out), "--checkpoint", str(model_dir),
-                 "--criterion", "l1:0.25", "--batch-size", "4", "--no-progress"]) == 0
+                 "--criterion", "l1:0.25", "--batch-size", "4", "--workers", "2", "--no-progress"]) == 0
     assert [(n, ids) for _, n, ids in rows(out)] == [(n, ids) for _, n, ids in rows(run1)]
     index = json.loads((out / "index.json").read_text())
     assert index["data"]["kind"] == "shards" and index["images_skipped"] == 2

@@ -1,6 +1,8 @@
 """`alit tokenize DATA --out DIR` and `alit decode DIR --out IMAGES` (alit/tokens/)."""
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path, PurePosixPath
 
 from ..errors import AlitError
@@ -8,43 +10,25 @@ from .names import unique_names
 
 
 def cmd_tokenize(args) -> int:
-    import torch
-
     from ..criteria import parse_criterion
-    from ..eval.inputs import load_model
-    from ..tokens.job import Options, tokenize
     from ..train import dist
 
     given = [m for m in ("num_tokens", "criterion", "mean_tokens") if getattr(args, m) is not None]
     if len(given) > 1:
         raise AlitError("give one of --num-tokens, --criterion and --mean-tokens")
-    if args.batch_size < 1 or args.workers < 0:
+    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise AlitError(f"--batch-size must be at least 1 and --workers at least 0, got {args.batch_size} "
                         f"and {args.workers}")
+    precision = _precision(args)
     if args.criterion is not None:
         parse_criterion(args.criterion)  # a bad rule fails before the model loads
     device = dist.init()
-    if args.device is not None:
-        device = torch.device(args.device)
-    rank, world = dist.rank(), dist.world_size()
     try:
-        tok = load_model(args.checkpoint, device)
-        mode = given[0] if given else "criterion"
-        value = getattr(args, mode) if given else tok.config.criterion
-        lengths = tok.config.lengths
-        if mode == "num_tokens" and value not in lengths:
-            raise AlitError(f"--num-tokens {value} is not a length of this model; choose from {lengths}")
-        if mode == "mean_tokens" and not lengths[0] <= value:
-            raise AlitError(f"--mean-tokens {value:g} is below this model's shortest length {lengths[0]}")
-        if mode == "criterion":
-            parse_criterion(value, tok)
-        checkpoint = str(args.checkpoint)
-        if Path(checkpoint).exists():
-            checkpoint = str(Path(checkpoint).resolve())
-        opts = Options(data=args.data, out=args.out, mode=mode, value=value, checkpoint=checkpoint,
-                       batch_size=args.batch_size, dtype=args.dtype, part_size=args.part_size,
-                       workers=args.workers, progress=not args.no_progress)
-        index = tokenize(tok, opts, rank=rank, world=world)
+        world = dist.world_size()
+        if args.device is not None and world > 1:
+            raise AlitError(f"--device does not go with torchrun's {world} processes: each takes its own "
+                            f"(cuda:LOCAL_RANK, else cpu); leave --device out")
+        index = _tokenize(args, given, precision, args.device or device, dist.rank(), world)
     finally:
         dist.shutdown()
     if index is None:
@@ -66,6 +50,41 @@ def cmd_tokenize(args) -> int:
         _print_table(rows)
     print(f"{args.out}/index.json")
     return 0
+
+
+def _tokenize(args, given: list[str], precision: str, device, rank: int, world: int) -> dict | None:
+    """Load the model, check the length options against it, and run the job (`tokens/job.py`)."""
+    from ..criteria import parse_criterion
+    from ..eval.inputs import load_model
+    from ..tokens.job import Options, tokenize
+
+    tok = load_model(args.checkpoint, device)
+    mode = given[0] if given else "criterion"
+    value = getattr(args, mode) if given else tok.config.criterion
+    lengths = tok.config.lengths
+    if mode == "num_tokens" and value not in lengths:
+        raise AlitError(f"--num-tokens {value} is not a length of this model; choose from {lengths}")
+    if mode == "mean_tokens" and not lengths[0] <= value:
+        raise AlitError(f"--mean-tokens {value:g} is below this model's shortest length {lengths[0]}")
+    if mode == "criterion":
+        parse_criterion(value, tok)
+    checkpoint = str(args.checkpoint)
+    if Path(checkpoint).exists():
+        checkpoint = str(Path(checkpoint).resolve())
+    opts = Options(data=args.data, out=args.out, mode=mode, value=value, checkpoint=checkpoint,
+                   batch_size=args.batch_size, precision=precision, part_size=args.part_size,
+                   workers=args.workers, progress=not args.no_progress)
+    return tokenize(tok, opts, rank=rank, world=world)
+
+
+def _precision(args) -> str:
+    """--precision, or the older --dtype (same names, hidden), fp32 when neither is given."""
+    if args.dtype is None:
+        return args.precision or "fp32"
+    print("alit tokenize: --dtype is deprecated; use --precision (the same names)", file=sys.stderr)
+    if args.precision not in (None, args.dtype):
+        raise AlitError(f"--precision {args.precision} and --dtype {args.dtype} disagree; give --precision alone")
+    return args.dtype
 
 
 def cmd_decode(args) -> int:
@@ -116,6 +135,13 @@ def _print_table(table: list[list[str]]) -> None:
 
 
 def add_parsers(sub) -> None:
+    _add_tokenize_parser(sub)
+    _add_decode_parser(sub)
+
+
+def _add_tokenize_parser(sub) -> None:
+    from ..precision import PRECISIONS
+
     s = sub.add_parser(
         "tokenize", help="a data set into Parquet token files (one or many processes, resumable)",
         description="Encode every image of DATA (an image folder, searched recursively, or WebDataset "
@@ -125,10 +151,11 @@ def add_parsers(sub) -> None:
         "counts, histogram of lengths, bits per pixel, speed) and DIR/skipped.jsonl (images that could not "
         "be read, with the reason). Images are prepared as `alit reconstruct` prepares them. Lengths: "
         "--num-tokens N for all, --criterion NAME:VALUE per image (default: the model's own rule), or "
-        "--mean-tokens N, the least total L1 with a mean of at most N tokens. Runs on many processes with "
-        "`torchrun --nproc_per_node=N -m alit tokenize ...`; run the same command again after an "
-        "interruption to finish the job. Read the result with pyarrow, pandas, `datasets`, or "
-        "alit.TokenDataset(DIR).")
+        "--mean-tokens N, the least total L1 with a mean of at most N tokens. Images are decoded ahead of the "
+        "model by --workers processes and parts are written by a background thread, so the model waits for "
+        "neither. Runs on many processes with `torchrun --nproc_per_node=N -m alit tokenize ...` (each on its "
+        "own device); run the same command again after an interruption to finish the job. Read the result "
+        "with pyarrow, pandas, `datasets`, or alit.TokenDataset(DIR).")
     s.add_argument("data", metavar="DATA", help="image folder, or WebDataset shards (.tar, dir/{0000..0099}.tar)")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder (new, empty, or this run's own)")
     s.add_argument("--checkpoint", default="default", metavar="CKPT",
@@ -143,16 +170,23 @@ def add_parsers(sub) -> None:
                    help="a budget for the whole data set: lengths that make the total L1 smallest with a mean "
                    "of at most N tokens (a first pass measures every image at every length)")
     s.add_argument("--batch-size", type=int, default=32, metavar="B", help="images per batch (default 32)")
-    s.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="arithmetic precision under autocast; the weights stay as they are (default fp32)")
+    s.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32 (default; exact float32), tf32 (TF32 matmuls and convolutions on CUDA), bf16 or fp16 "
+                   "(autocast); the weights stay as they are and ids are chosen in float32 under every one")
+    s.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help=argparse.SUPPRESS)  # deprecated
     s.add_argument("--part-size", type=int, default=256, metavar="N",
                    help="images per Parquet part of an image folder (default 256); a shard is one part")
-    s.add_argument("--workers", type=int, default=4, metavar="N", help="threads reading images (default 4)")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes decoding images ahead of the model, across parts, into pinned memory on CUDA "
+                   "(default: min(4, CPUs per process); 0: in the main process, no reading ahead)")
     s.add_argument("--device", default=None,
-                   help="torch device (default: this process's GPU under torchrun, else cuda if available, else cpu)")
+                   help="torch device of a single process (default: cuda if available, else cpu); under torchrun "
+                   "with several processes each takes its own, cuda:LOCAL_RANK (else cpu), and --device is refused")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_tokenize)
 
+
+def _add_decode_parser(sub) -> None:
     s = sub.add_parser("decode", help="PNGs back from a token folder of `alit tokenize`",
                        description="Decode the tokens of DIR (made by `alit tokenize`) with the model that "
                        "made them and write IMAGES/<key>.png (the key's suffix replaced by .png).")

@@ -12,15 +12,22 @@ command again after a kill finishes the job, with the same rows as an uninterrup
 parts, read in the same batches). Rank 0 waits for every record, then writes the index.
 With `--mean-tokens` a first pass records each image's error at every length, every rank reads all
 of them and computes the same allocation (`budget.py`), and a second pass writes the tokens.
+
+The model is fed as a training loop feeds it: DataLoader worker processes decode the images of all
+this rank's parts ahead of it (`sources.read_parts`), and one background thread writes each
+finished part (`_Writer`), so the model waits for neither.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import queue
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +35,13 @@ import torch
 
 from ..errors import AlitError
 from ..files import atomic_write
-from ..images import ImageReadError
-from .sources import Source, open_source
+from .sources import Chunk, Source, open_source, read_parts
 
 FORMAT = "alit-tokens"
 VERSION = 1
 STATE = ".alit-tokenize"   # the folder of run options and per-part records inside DIR
 POLL_SECONDS = 0.5         # how often rank 0 looks for the records of other ranks
+WRITES_AHEAD = 2           # finished parts that may wait for the writer thread
 
 
 @dataclass
@@ -45,49 +52,37 @@ class Options:
     value: float | int | str        # the budget, the criterion spec, or the mean
     checkpoint: str = "default"
     batch_size: int = 32
-    dtype: str = "fp32"
+    precision: str = "fp32"         # "fp32", "tf32", "bf16" or "fp16" (alit.precision)
     part_size: int = 256
-    workers: int = 4
+    workers: int | None = None      # processes decoding images; 0: the main one; None: default_workers
     progress: bool = True
+
+
+def default_workers(world: int = 1) -> int:
+    """Decoding processes per rank: up to 4, no more than this rank's share of the CPUs."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cpus // world))
 
 
 def tokenize(tok, opts: Options, *, rank: int = 0, world: int = 1, log=print) -> dict | None:
     """Write the parts of this rank; rank 0 also writes the index once all are done and returns it."""
-    from ..tokenizer import as_dtype
-
     start = time.time()
     out = Path(opts.out)
     source = open_source(opts.data, opts.part_size)
     state = out / STATE
-    identity = _identity(tok, opts, source)
-    _claim(out, identity)
+    _claim(out, _identity(tok, opts, source))
     if rank == 0 and (out / "index.json").is_file():
         log(f"{out}: already complete ({out / 'index.json'})")
         return json.loads((out / "index.json").read_text())
     done_before = set(_records(state, "part"))
-    criterion = None
-    if opts.mode == "criterion":
-        criterion = _criterion(opts.value, tok)
-    dtype = None if opts.dtype == "fp32" else as_dtype(opts.dtype)
+    reading = _Reading(source, tok, opts, world)
     mine = [p for p in range(source.num_parts) if p % world == rank]
-    size = tok.config.image_size
-
     allocation = None
     if opts.mode == "mean_tokens":
-        todo = [p for p in mine if p not in _records(state, "curves")]
-        with _Progress(source, todo, rank, world, opts.progress, "errors at every length") as bar:
-            for p in todo:
-                _write_curves(tok, source, p, size, opts, dtype, state, bar)
-        curves = _wait(state, "curves", source.num_parts, rank == 0 and opts.progress)
-        allocation, comparison = _allocate(curves, tok.config.lengths, float(opts.value))
-        if rank == 0:
-            _atomic_json(state / "allocation.json", comparison)
-
+        allocation = _mean_tokens_pass(tok, reading, mine, opts, rank, world, state)
     todo = [p for p in mine if p not in _records(state, "part")]
     with _Progress(source, todo, rank, world, opts.progress, "tokens") as bar:
-        for p in todo:
-            budgets = None if allocation is None else allocation[p]
-            _write_part(tok, source, p, size, opts, criterion, budgets, dtype, out, bar)
+        _write_parts(tok, reading, todo, opts, allocation, out, bar)
     if rank != 0:
         return None
     records = _wait(state, "part", source.num_parts, opts.progress)
@@ -103,7 +98,7 @@ def tokenize(tok, opts: Options, *, rank: int = 0, world: int = 1, log=print) ->
 # --- the run's identity: a DIR holds one job ---------------------------------------------------------
 def _identity(tok, opts: Options, source: Source) -> dict:
     return {"format": FORMAT, "version": VERSION, "model": tok.fingerprint(),
-            "tokens": {"mode": opts.mode, "value": opts.value}, "dtype": opts.dtype,
+            "tokens": {"mode": opts.mode, "value": opts.value}, "precision": opts.precision,
             "data": {"kind": source.kind, "identity": source.identity, "parts": source.num_parts},
             "part_size": opts.part_size if source.kind == "folder" else None}
 
@@ -116,9 +111,11 @@ def _claim(out: Path, identity: dict) -> None:
             theirs = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise AlitError(f"{out}: unreadable run options ({path}: {e})") from None
+        if "dtype" in theirs and "precision" not in theirs:
+            theirs["precision"] = theirs.pop("dtype")  # a DIR from before --precision: --dtype, same names
         diff = [k for k in identity if theirs.get(k) != identity[k]]
         if diff:
-            what = {"model": "another model", "tokens": "other length options", "dtype": "another --dtype",
+            what = {"model": "another model", "tokens": "other length options", "precision": "another --precision",
                     "data": "other data (or the data changed)", "part_size": "another --part-size"}
             named = ", ".join(what.get(k, k) for k in diff)
             raise AlitError(f"{out}: holds tokens made with {named}; use a new --out folder, or the "
@@ -142,111 +139,131 @@ def _criterion(spec: str, tok):
     return EightBit.of(parse_criterion(spec, tok))
 
 
-# --- one part ------------------------------------------------------------------------------------------
-def _batches(source: Source, part: int, size: int, opts: Options, bar):
-    """(keys, images [b, 3, S, S]) of a part in batches of --batch-size readable images, and the
-    skipped images, [{"key", "reason"}]; files are read by a thread pool, one batch ahead."""
-    skipped: list[dict] = []
+# --- reading: chunks of images on the model's device ----------------------------------------------------
+class _Reading:
+    """How this rank reads its parts: `chunks(parts)` gives them on the model's device."""
 
-    def read(item):
-        key, reader = item
-        try:
-            return key, reader(), None
-        except ImageReadError as e:
-            return key, None, str(e)
+    def __init__(self, source: Source, tok, opts: Options, world: int):
+        self.source, self.opts = source, opts
+        self.size = tok.config.image_size
+        self.device = next(tok.parameters()).device
+        self.workers = default_workers(world) if opts.workers is None else opts.workers
 
-    def batches():
-        items = source.items(part, size)
-        with ThreadPoolExecutor(max(1, opts.workers)) as pool:
-            pending = [pool.submit(read, it) for it in _take(items, opts.batch_size)]
-            while pending:
-                following = [pool.submit(read, it) for it in _take(items, opts.batch_size)]
-                keys, images = [], []
-                for f in pending:
-                    key, image, reason = f.result()
-                    if image is None:
-                        skipped.append({"key": key, "reason": reason, "part": part})
-                        bar.update(1)
-                    else:
-                        keys.append(key)
-                        images.append(image)
-                if keys:
-                    yield keys, torch.stack(images)
-                pending = following
-    return batches(), skipped
+    def chunks(self, parts: list[int]) -> Iterator[Chunk]:
+        """The batches of `parts`, each part's in order, `last` on a part's last one."""
+        return read_parts(self.source, parts, self.size, self.opts.batch_size, self.workers, self.device)
 
 
-def _take(items, n: int) -> list:
-    out = []
-    for item in items:
-        out.append(item)
-        if len(out) == n:
-            break
-    return out
+@dataclass
+class _Part:
+    """What a part has given so far: rows of the images read, the images skipped."""
+    part: int
+    keys: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)  # per image: ids [L] or latents [L, d]
+    skipped: list[dict] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
 
 
-def _write_part(tok, source, part, size, opts, criterion, budgets, dtype, out: Path, bar) -> None:
+# --- the tokens ------------------------------------------------------------------------------------------
+def _write_parts(tok, reading: _Reading, todo: list[int], opts: Options, allocation, out: Path, bar) -> None:
+    """Encode the parts in `todo`; a background thread writes each one's Parquet file and record."""
+    criterion = _criterion(opts.value, tok) if opts.mode == "criterion" else None
+    spec = _TableSpec.of(tok)
+    parts: dict[int, _Part] = {}
+    with _Writer() as writer:
+        for chunk in reading.chunks(todo):
+            part = parts.setdefault(chunk.part, _Part(chunk.part))
+            budgets = None if allocation is None else allocation[chunk.part]
+            if chunk.keys:
+                _encode_chunk(tok, chunk, part, opts, criterion, budgets)
+            part.skipped += chunk.skipped
+            bar.update(len(chunk.keys) + len(chunk.skipped))
+            if chunk.last:
+                del parts[chunk.part]
+                if budgets is not None and part.keys != budgets["keys"]:
+                    raise _data_changed(chunk.part)
+                record = _part_record(part, spec)
+                writer.put(out / f"part-{part.part:06d}.parquet", _save_part, spec, part, record, out)
+
+
+def _encode_chunk(tok, chunk: Chunk, part: _Part, opts: Options, criterion, budgets) -> None:
+    """The rows of a chunk's images, added to its part's."""
+    device = chunk.images.device
+    if budgets is not None:
+        at = slice(len(part.keys), len(part.keys) + len(chunk.keys))
+        if budgets["keys"][at] != chunk.keys:
+            raise _data_changed(chunk.part)
+        enc = tok.encode(chunk.images, num_tokens=torch.tensor(budgets["lengths"][at], device=device),
+                         precision=opts.precision)
+    elif opts.mode == "num_tokens":
+        enc = tok.encode(chunk.images, num_tokens=int(opts.value), precision=opts.precision)
+    else:
+        enc = tok.encode(chunk.images, criterion=criterion, precision=opts.precision)
+    n = enc.lengths.cpu()
+    rows = (enc.ids if enc.ids is not None else enc.latents.float()).cpu()  # [b, Lmax(, d)]
+    for j, key in enumerate(chunk.keys):
+        part.keys.append(key)
+        part.lengths.append(int(n[j]))
+        part.values.append(rows[j, :int(n[j])].numpy())
+
+
+def _data_changed(part: int) -> AlitError:
+    return AlitError(f"part {part}: the images read now differ from those of the first pass "
+                     f"(was the data changed during the run?)")
+
+
+def _part_record(part: _Part, spec: "_TableSpec") -> dict:
+    """The record that marks a part done: its rows, tokens, histogram of lengths, skipped images."""
+    hist: dict[str, int] = {}
+    for L in part.lengths:
+        hist[str(L)] = hist.get(str(L), 0) + 1
+    return {"part": part.part, "file": f"part-{part.part:06d}.parquet" if part.keys else None,
+            "rows": len(part.keys), "tokens": int(sum(part.lengths)), "histogram": hist,
+            "skipped": part.skipped, "seconds": time.time() - part.started, "codebook_size": spec.codebook_size}
+
+
+def _save_part(spec: "_TableSpec", part: _Part, record: dict, out: Path) -> None:
+    """The part's Parquet file, then its record (on the writer thread): a record means a whole file."""
     import pyarrow.parquet as pq
 
-    t0 = time.time()
-    device = next(tok.parameters()).device
-    keys, lengths, values = [], [], []
-    batches, skipped = _batches(source, part, size, opts, bar)
-    for batch_keys, images in batches:
-        images = images.to(device)
-        if budgets is not None:
-            chosen = budgets["lengths"][len(keys):len(keys) + len(batch_keys)]
-            if budgets["keys"][len(keys):len(keys) + len(batch_keys)] != batch_keys:
-                raise AlitError(f"part {part}: the images read now differ from those of the first pass "
-                                f"(was the data changed during the run?)")
-            enc = tok.encode(images, num_tokens=torch.tensor(chosen, device=device), dtype=dtype)
-        elif opts.mode == "num_tokens":
-            enc = tok.encode(images, num_tokens=int(opts.value), dtype=dtype)
-        else:
-            enc = tok.encode(images, criterion=criterion, dtype=dtype)
-        n = enc.lengths.cpu()
-        rows = enc.ids if enc.ids is not None else enc.latents.float()
-        rows = rows.cpu()
-        for j, key in enumerate(batch_keys):
-            keys.append(key)
-            lengths.append(int(n[j]))
-            values.append(rows[j, :int(n[j])].numpy())
-        bar.update(len(batch_keys))
-    if budgets is not None and keys != budgets["keys"]:
-        raise AlitError(f"part {part}: the images read now differ from those of the first pass "
-                        f"(was the data changed during the run?)")
-    name = None
-    if keys:
-        table = _table(tok, keys, lengths, values)
-        name = f"part-{part:06d}.parquet"
-        atomic_write(out / name, lambda tmp: pq.write_table(table, tmp))
-    K = tok.config.codebook_size if tok.quantizer is not None else None
-    hist: dict[str, int] = {}
-    for L in lengths:
-        hist[str(L)] = hist.get(str(L), 0) + 1
-    _atomic_json(out / STATE / f"part-{part:06d}.json", {
-        "part": part, "file": name, "rows": len(keys), "tokens": int(sum(lengths)), "histogram": hist,
-        "skipped": skipped, "seconds": time.time() - t0, "codebook_size": K})
+    if record["file"]:
+        table = _table(spec, part.keys, part.lengths, part.values)
+        atomic_write(out / record["file"], lambda tmp: pq.write_table(table, tmp))
+    _atomic_json(out / STATE / f"part-{part.part:06d}.json", record)
 
 
-def _table(tok, keys: list[str], lengths: list[int], values: list[np.ndarray]):
+@dataclass(frozen=True)
+class _TableSpec:
+    """What a part's table takes from the model, read once on the main thread."""
+    codebook_size: int | None       # None for a continuous model
+    latent_dim: int
+    metadata: dict[str, str]
+
+    @classmethod
+    def of(cls, tok) -> "_TableSpec":
+        meta = {"alit": json.dumps({"format": FORMAT, "version": VERSION, "model": tok.fingerprint(),
+                                    "config": tok.config.to_dict()})}
+        K = tok.config.codebook_size if tok.quantizer is not None else None
+        return cls(K, tok.config.latent_dim, meta)
+
+
+def _table(spec: _TableSpec, keys: list[str], lengths: list[int], values: list[np.ndarray]):
     """The Parquet table of a part: key, num_tokens, ids (or latents); the model in its metadata."""
     import pyarrow as pa
 
     offsets = np.zeros(len(keys) + 1, dtype=np.int32)
     offsets[1:] = np.cumsum(lengths)
-    if tok.quantizer is not None:
-        kind = ids_type(tok.config.codebook_size)
+    if spec.codebook_size is not None:
+        kind = ids_type(spec.codebook_size)
         flat = pa.array(np.concatenate(values).astype(kind.to_pandas_dtype()), type=kind)
         column, name = pa.ListArray.from_arrays(pa.array(offsets), flat), "ids"
     else:
-        d = tok.config.latent_dim
         flat = pa.array(np.concatenate(values).astype(np.float32).reshape(-1))
-        inner = pa.FixedSizeListArray.from_arrays(flat, d)  # one token: d floats
+        inner = pa.FixedSizeListArray.from_arrays(flat, spec.latent_dim)  # one token: d floats
         column, name = pa.ListArray.from_arrays(pa.array(offsets), inner), "latents"
-    meta = {"alit": json.dumps({"format": FORMAT, "version": VERSION, "model": tok.fingerprint(),
-                                "config": tok.config.to_dict()})}
-    schema = pa.schema([("key", pa.string()), ("num_tokens", pa.int16()), (name, column.type)], metadata=meta)
+    schema = pa.schema([("key", pa.string()), ("num_tokens", pa.int16()), (name, column.type)],
+                       metadata=spec.metadata)
     return pa.table([pa.array(keys, pa.string()), pa.array(lengths, pa.int16()), column], schema=schema)
 
 
@@ -260,24 +277,45 @@ def ids_type(codebook_size: int):
     return pa.uint64()
 
 
-def _write_curves(tok, source, part, size, opts, dtype, state: Path, bar) -> None:
+# --- --mean-tokens: errors at every length, then one allocation for all ----------------------------------
+def _mean_tokens_pass(tok, reading: _Reading, mine: list[int], opts: Options, rank: int, world: int,
+                      state: Path) -> dict[int, dict]:
+    """Record this rank's errors, wait for every rank's, and compute the allocation all ranks share."""
+    todo = [p for p in mine if p not in _records(state, "curves")]
+    with _Progress(reading.source, todo, rank, world, opts.progress, "errors at every length") as bar:
+        _write_curves(tok, reading, todo, opts, state, bar)
+    curves = _wait(state, "curves", reading.source.num_parts, rank == 0 and opts.progress)
+    allocation, comparison = _allocate(curves, tok.config.lengths, float(opts.value))
+    if rank == 0:
+        _atomic_json(state / "allocation.json", comparison)
+    return allocation
+
+
+def _write_curves(tok, reading: _Reading, todo: list[int], opts: Options, state: Path, bar) -> None:
     """First pass of --mean-tokens: each image's L1 at every length, scored as the commands score
     (the reconstruction clamped and rounded to 8 bits, against the model's input)."""
     from ..criteria import l1_error
     from ..eval.inputs import to_8bit
 
-    device = next(tok.parameters()).device
-    keys, errors = [], []
-    batches, skipped = _batches(source, part, size, opts, bar)
-    for batch_keys, images in batches:
-        images = images.to(device)
-        with torch.no_grad():
-            recons = tok.rollout(images, dtype=dtype).reconstructions  # per length: [b, 3, S, S]
-        errors += torch.stack([l1_error(images, to_8bit(r.float())) for r in recons], 1).tolist()  # [b, T]
-        keys += batch_keys
-        bar.update(len(batch_keys))
-    _atomic_json(state / f"curves-{part:06d}.json", {"part": part, "keys": keys, "l1": errors,
-                                                      "skipped": skipped})
+    parts: dict[int, _Part] = {}
+    errors: dict[int, list] = {}
+    with _Writer() as writer:
+        for chunk in reading.chunks(todo):
+            part = parts.setdefault(chunk.part, _Part(chunk.part))
+            if chunk.keys:
+                with torch.no_grad():
+                    recons = tok.rollout(chunk.images, precision=opts.precision).reconstructions  # [b, 3, S, S] each
+                l1 = torch.stack([l1_error(chunk.images, to_8bit(r.float())) for r in recons], 1)  # [b, T]
+                errors.setdefault(chunk.part, []).extend(l1.tolist())
+                part.keys += chunk.keys
+            part.skipped += chunk.skipped
+            bar.update(len(chunk.keys) + len(chunk.skipped))
+            if chunk.last:
+                del parts[chunk.part]
+                record = {"part": part.part, "keys": part.keys, "l1": errors.pop(part.part, []),
+                          "skipped": part.skipped}
+                writer.put(state / f"curves-{part.part:06d}.json", _atomic_json,
+                           state / f"curves-{part.part:06d}.json", record)
 
 
 def _allocate(curves: dict[int, dict], lengths: list[int], mean_tokens: float):
@@ -347,7 +385,7 @@ def _index(tok, opts: Options, source: Source, records: dict, world: int, second
     return {
         "format": FORMAT, "version": VERSION,
         "model": {"fingerprint": tok.fingerprint(), "checkpoint": opts.checkpoint, "config": config.to_dict()},
-        "tokens": how, "dtype": opts.dtype,
+        "tokens": how, "precision": opts.precision,
         "data": {"source": str(opts.data), "kind": source.kind, "parts": source.num_parts},
         "columns": {"key": "path relative to the data folder, or the WebDataset key", "num_tokens": "int16",
                     ("ids" if K else "latents"): (f"list of {ids_type(K)} (codebook of {K})" if K else
@@ -371,6 +409,54 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def _atomic_json(path: Path, obj) -> None:
     _atomic_write(path, json.dumps(obj, indent=1) + "\n")
+
+
+class _Writer:
+    """Files written by one background thread while the model works on the next parts.
+
+    `put(path, write, *args)` queues `write(*args)`, which writes `path`; the queue is bounded, so
+    at most WRITES_AHEAD finished parts wait in memory. The first failure stops the run: the next
+    `put`, or leaving the block, raises it as a one-line AlitError. Leaving the block, at the end,
+    on an error or on Ctrl-C, first waits for everything queued, so no finished part is lost."""
+
+    def __init__(self):
+        self.queue: queue.Queue = queue.Queue(WRITES_AHEAD)
+        self.error: AlitError | None = None
+        self.thread = threading.Thread(target=self._run, name="alit-tokenize-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, path: Path, write, *args) -> None:
+        self._raise()
+        self.queue.put((path, write, args))
+
+    def _run(self) -> None:
+        while (job := self.queue.get()) is not None:
+            path, write, args = job
+            if self.error is None:  # after a failure, queued files are dropped: the run stops
+                try:
+                    write(*args)
+                except Exception as e:
+                    self.error = AlitError(f"{path}: could not write it ({_one_line(e)})")
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        self.queue.put(None)
+        self.thread.join()
+        if kind is None:
+            self._raise()
+
+
+def _one_line(e: Exception) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 class _Progress:

@@ -4,10 +4,18 @@ A part is the unit of work, of output and of resumption: a run of `part_size` fi
 (in sorted order), or one shard. Parts are a function of the data alone, never of the number of
 processes, so a run resumed on another number of processes writes the same parts. Every image is
 prepared as `alit reconstruct` and the Python API prepare it (`alit.images.load_image`).
+
+`read_parts` reads a list of parts as a training loop reads its data: DataLoader worker processes
+decode images ahead of the model, across parts, into pinned memory on CUDA. A batch of `alit
+tokenize` is `--batch-size` consecutive images of a part (fewer at its end) less those that could
+not be read (recorded as skipped): the same batches, hence the same rows, whatever the number of
+workers.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -35,14 +43,15 @@ class Source:
     _urls: list[str] | None = None
     part_size: int = 0
 
-    def items(self, part: int, size: int) -> Iterator[Item]:
-        """The images of one part, in order."""
+    def items(self, part: int, size: int, start: int = 0, stop: int | None = None) -> Iterator[Item]:
+        """The images of one part, in order (those from `start` to `stop` only, when given)."""
         if self.kind == "folder":
             root = Path(self.root)
-            for path in self._files[part * self.part_size:(part + 1) * self.part_size]:
+            files = self._files[part * self.part_size:(part + 1) * self.part_size]
+            for path in files[start:stop]:
                 yield path.relative_to(root).as_posix(), _file_reader(path, size)
         else:
-            yield from _shard_items(self._urls[part], size)
+            yield from itertools.islice(_shard_items(self._urls[part], size), start, stop)
 
     def part_images(self, part: int) -> int | None:
         """Images in a part (None for a shard: known once read)."""
@@ -73,6 +82,148 @@ def open_source(data: str, part_size: int) -> Source:
     h = hashlib.sha256("\n".join(p.relative_to(root).as_posix() for p in files).encode())
     parts = (len(files) + part_size - 1) // part_size
     return Source("folder", data, parts, h.hexdigest()[:16], len(files), _files=files, part_size=part_size)
+
+
+# --- reading parts ahead of the model ----------------------------------------------------------------
+PREFETCH = 2  # pieces each worker holds ready (DataLoader's prefetch_factor)
+WORKER_NICENESS = 19  # added to the workers' niceness on a CPU device (see _yield_to_the_model)
+
+
+@dataclass
+class Chunk:
+    """Consecutive images of one part, read: a whole batch of `alit tokenize` (--batch-size images,
+    fewer at a part's end, less those that could not be read), or, between a worker and
+    `read_parts`, a piece of one."""
+    part: int
+    index: int              # its place among the part's chunks
+    closes_batch: bool      # the last piece of its batch
+    last: bool              # the part's last chunk (a shard's count of chunks is known once it is read)
+    keys: list[str]         # the images read, in order
+    images: torch.Tensor    # [len(keys), 3, S, S] in [0, 1]
+    skipped: list[dict]     # [{"key", "reason", "part"}]: the images that could not be read
+
+    def pin_memory(self) -> "Chunk":
+        """Called by DataLoader(pin_memory=True): page-locked images copy to the GPU asynchronously."""
+        return dataclasses.replace(self, images=self.images.pin_memory())
+
+
+def read_parts(source: Source, parts: list[int], size: int, batch_size: int, workers: int,
+               device: torch.device) -> Iterator[Chunk]:
+    """The batches of `parts` on `device`, each part's in order (parts interleave when shards are
+    read by several workers). With workers > 0, one pool of worker processes reads ahead, across
+    parts; each batch of a folder is cut into one piece per worker, so that all of them read it and
+    the model waits for the first one 1/workers of its reading time, not all of it."""
+    from torch.utils.data import DataLoader
+
+    reader = PartReader(source, parts, size, batch_size, pieces=max(1, workers))
+    workers = min(workers, len(reader.units))  # no process without a unit to read
+    if not reader.units:
+        return iter(())
+    loader = DataLoader(reader, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
+                        prefetch_factor=PREFETCH if workers else None,
+                        worker_init_fn=_yield_to_the_model if device.type == "cpu" else None)
+    return _batches(_in_order(loader), device)
+
+
+class PartReader(torch.utils.data.IterableDataset):
+    """The chunks of some parts. Worker w of W reads the units w, w + W, ...: a unit is a piece of a
+    batch of a folder's part (any file can be read first), or a whole shard (a tar is read from its
+    start; its chunks are whole batches)."""
+
+    def __init__(self, source: Source, parts: list[int], size: int, batch_size: int, pieces: int = 1):
+        self.source, self.size, self.batch_size = source, size, batch_size
+        if source.kind == "folder":
+            self.units = [u for p in parts for u in _folder_units(p, source.part_images(p), batch_size, pieces)]
+        else:
+            self.units = [(p, 0, 0, 0, True, True) for p in parts]
+
+    def __iter__(self) -> Iterator[Chunk]:
+        info = torch.utils.data.get_worker_info()
+        w, W = (0, 1) if info is None else (info.id, info.num_workers)
+        for part, start, stop, index, closes_batch, last in self.units[w::W]:
+            if self.source.kind == "folder":
+                items = list(self.source.items(part, self.size, start, stop))
+                yield _read_chunk(part, index, closes_batch, last, items, self.size)
+            else:
+                yield from self._shard(part)
+
+    def _shard(self, part: int) -> Iterator[Chunk]:
+        """A shard's batches, one read ahead to know which is the last (an empty shard: one empty batch)."""
+        items = self.source.items(part, self.size)
+        batch, index = _take(items, self.batch_size), 0
+        while True:
+            following = _take(items, self.batch_size)
+            yield _read_chunk(part, index, True, not following, batch, self.size)
+            if not following:
+                return
+            batch, index = following, index + 1
+
+
+def _folder_units(part: int, n: int, batch_size: int, pieces: int) -> Iterator[tuple]:
+    """(part, start, stop, index, closes_batch, last) of each piece of each batch of a folder's part of n images."""
+    step = -(-batch_size // pieces)  # ceil: `pieces` pieces a batch, the last ones maybe smaller or none
+    index = 0
+    for begin in range(0, n, batch_size):
+        end = min(begin + batch_size, n)
+        for start in range(begin, end, step):
+            stop = min(start + step, end)
+            yield part, start, stop, index, stop == end, stop == n
+            index += 1
+
+
+def _in_order(chunks) -> Iterator[Chunk]:
+    """Each part's chunks in their order. DataLoader hands over the workers' outputs in turn, which
+    keeps that order already; this makes it so whatever the loader does."""
+    waiting: dict[tuple[int, int], Chunk] = {}
+    following: dict[int, int] = {}  # part -> the index of its next chunk to hand on
+    for chunk in chunks:
+        waiting[chunk.part, chunk.index] = chunk
+        p = chunk.part
+        while (p, following.setdefault(p, 0)) in waiting:
+            yield waiting.pop((p, following[p]))
+            following[p] += 1
+
+
+def _batches(chunks: Iterator[Chunk], device: torch.device) -> Iterator[Chunk]:
+    """Pieces joined into their batches, on `device`."""
+    pieces: dict[int, list[Chunk]] = {}  # part -> the pieces of its open batch
+    for chunk in chunks:
+        # from pinned memory the copy needs no staging buffer, and does not wait for the GPU
+        chunk.images = chunk.images.to(device, non_blocking=True)
+        pieces.setdefault(chunk.part, []).append(chunk)
+        if chunk.closes_batch:
+            done = pieces.pop(chunk.part)
+            if len(done) == 1:
+                yield chunk
+            else:
+                yield Chunk(chunk.part, done[0].index, True, chunk.last, [k for c in done for k in c.keys],
+                            torch.cat([c.images for c in done]), [s for c in done for s in c.skipped])
+
+
+def _yield_to_the_model(worker_id: int) -> None:
+    """A worker's CPU priority lowered, when the model computes on the CPU too: decoding then takes
+    the time the model's threads leave rather than preempting them (a preempted thread stalls the
+    others at the next barrier), and all of it while the model waits for images (on 2 cores, ~7%
+    more images/s than niceness 10: benchmarks/results/tokenize_throughput_cpu_after.txt). On a GPU
+    a worker keeps its priority: the model's process mostly waits there, and may spin while it does."""
+    if hasattr(os, "nice"):
+        os.nice(WORKER_NICENESS)
+
+
+def _read_chunk(part: int, index: int, closes_batch: bool, last: bool, items: list[Item], size: int) -> Chunk:
+    keys, images, skipped = [], [], []
+    for key, reader in items:
+        try:
+            images.append(reader())
+            keys.append(key)
+        except ImageReadError as e:
+            skipped.append({"key": key, "reason": str(e), "part": part})
+    batch = torch.stack(images) if images else torch.zeros(0, 3, size, size)  # [b, 3, S, S]
+    return Chunk(part, index, closes_batch, last, keys, batch, skipped)
+
+
+def _take(items: Iterator[Item], n: int) -> list[Item]:
+    return list(itertools.islice(items, n))
 
 
 def _file_reader(path: Path, size: int) -> Callable[[], torch.Tensor]:
