@@ -86,7 +86,6 @@ def open_source(data: str, part_size: int) -> Source:
 
 # --- reading parts ahead of the model ----------------------------------------------------------------
 PREFETCH = 2  # pieces each worker holds ready (DataLoader's prefetch_factor)
-WORKER_NICENESS = 19  # added to the workers' niceness on a CPU device (see _yield_to_the_model)
 
 
 @dataclass
@@ -120,8 +119,7 @@ def read_parts(source: Source, parts: list[int], size: int, batch_size: int, wor
     if not reader.units:
         return iter(())
     loader = DataLoader(reader, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
-                        prefetch_factor=PREFETCH if workers else None,
-                        worker_init_fn=_yield_to_the_model if device.type == "cpu" else None)
+                        prefetch_factor=PREFETCH if workers else None)
     return _batches(_in_order(loader), device)
 
 
@@ -198,16 +196,6 @@ def _batches(chunks: Iterator[Chunk], device: torch.device) -> Iterator[Chunk]:
             else:
                 yield Chunk(chunk.part, done[0].index, True, chunk.last, [k for c in done for k in c.keys],
                             torch.cat([c.images for c in done]), [s for c in done for s in c.skipped])
-
-
-def _yield_to_the_model(worker_id: int) -> None:
-    """A worker's CPU priority lowered, when the model computes on the CPU too: decoding then takes
-    the time the model's threads leave rather than preempting them (a preempted thread stalls the
-    others at the next barrier), and all of it while the model waits for images (on 2 cores, ~7%
-    more images/s than niceness 10: benchmarks/results/tokenize_throughput_cpu_after.txt). On a GPU
-    a worker keeps its priority: the model's process mostly waits there, and may spin while it does."""
-    if hasattr(os, "nice"):
-        os.nice(WORKER_NICENESS)
 
 
 def _read_chunk(part: int, index: int, closes_batch: bool, last: bool, items: list[Item], size: int) -> Chunk:
