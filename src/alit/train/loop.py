@@ -27,7 +27,7 @@ from torch import nn
 
 from .. import data as data_lib
 from ..errors import AlitError
-from ..precision import set_precision
+from ..precision import autocast_dtype, set_precision
 from . import checkpoint, dist
 from .ema import EMA
 from .monitor import Monitor, truncate_log
@@ -107,18 +107,12 @@ class Stage:
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """None for fp32, else the autocast dtype."""
+    """None for fp32 and tf32, else the autocast dtype."""
     if name == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    if name in ("fp32", "tf32"):
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    if device.type != "cuda":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if name == "fp16" and device.type != "cuda":
         raise AlitError("precision fp16 needs a GPU (its loss scaler is CUDA-only); use bf16 or fp32 on a CPU")
-    return torch.float16
+    return autocast_dtype(name)
 
 
 def cpu_has_native_bf16() -> bool:
