@@ -104,6 +104,13 @@ def ask_criterion(criterion, *args) -> torch.Tensor:
     return criterion_answer(criterion(*args), images.shape[0], images.device)
 
 
+def score_dtype(device: torch.device, asked: torch.dtype | None = None) -> torch.dtype:
+    """What a pixel rule scores in: `asked`, else float64 on a CPU, as `alit eval` and `alit demo`
+    score there (the rule sees the numbers in their tables), float32 on accelerators (fast, and MPS
+    has no float64)."""
+    return asked or (torch.float64 if device.type == "cpu" else torch.float32)
+
+
 def l1_error(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
     """Mean absolute pixel error per image [B] of the raw (unclamped) reconstruction: the paper's L1."""
     return (reconstructions - images).abs().flatten(1).mean(1)
@@ -212,9 +219,8 @@ class SSIMAbove(ScoredRule):
         """[B] the SSIM."""
         from .eval.metrics import ssim
 
-        # float64 on a CPU, as `alit eval` scores; float32 on accelerators unless given float64
-        wide = torch.float64 if images.device.type == "cpu" or images.dtype == torch.float64 else torch.float32
-        return ssim(images, reconstructions.clamp(0, 1), dtype=wide).to(images.device)
+        asked = torch.float64 if images.dtype == torch.float64 else None  # float64 in: float64 out
+        return ssim(images, reconstructions.clamp(0, 1), dtype=score_dtype(images.device, asked)).to(images.device)
 
     def passes(self, score: torch.Tensor) -> torch.Tensor:
         return score > self.s
@@ -341,9 +347,7 @@ class EightBit:
         return self.criterion.judge(images.to(wide), self._png(reconstructions, wide), memory)
 
     def _wide(self, device: torch.device) -> torch.dtype:
-        """float64 on a CPU, as `alit eval` and `alit demo` score there: the rule sees the numbers in
-        their tables; float32 on accelerators (fast, and MPS has no float64), unless dtype says."""
-        return self.dtype or (torch.float64 if device.type == "cpu" else torch.float32)
+        return score_dtype(device, self.dtype)
 
     def _png(self, reconstructions: torch.Tensor, wide: torch.dtype) -> torch.Tensor:
         scaled = reconstructions.to(wide).clamp(0, 1) * 255
