@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import AlitError
 from .names import unique_names
+from .options import add_precision_arg
 
 
 def cmd_tokenize(args) -> int:
@@ -140,8 +141,6 @@ def add_parsers(sub) -> None:
 
 
 def _add_tokenize_parser(sub) -> None:
-    from ..precision import PRECISIONS
-
     s = sub.add_parser(
         "tokenize", help="a data set into Parquet token files (one or many processes, resumable)",
         description="Encode every image of DATA (an image folder, searched recursively, or WebDataset "
@@ -170,9 +169,7 @@ def _add_tokenize_parser(sub) -> None:
                    help="a budget for the whole data set: lengths that make the total L1 smallest with a mean "
                    "of at most N tokens (a first pass measures every image at every length)")
     s.add_argument("--batch-size", type=int, default=32, metavar="B", help="images per batch (default 32)")
-    s.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="fp32 (default; exact float32), tf32 (TF32 matmuls and convolutions on CUDA), bf16 or fp16 "
-                   "(autocast); the weights stay as they are and ids are chosen in float32 under every one")
+    add_precision_arg(s, default=None)  # None: fp32, unless the older --dtype names one
     s.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help=argparse.SUPPRESS)  # deprecated
     s.add_argument("--part-size", type=int, default=256, metavar="N",
                    help="images per Parquet part of an image folder (default 256); a shard is one part")
