@@ -24,6 +24,21 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def tok():
+    """A random-weight `tiny` tokenizer (seed 0), one per test module; a module may define its own."""
+    import alit
+
+    torch.manual_seed(0)
+    return alit.build("tiny")
+
+
+@pytest.fixture(scope="module")
+def images():
+    """4 random images [4, 3, 64, 64] in [0, 1] (seed 1), the size of `tok`'s."""
+    return torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     """No test downloads from the internet (a missing metric weight or a paper model would be

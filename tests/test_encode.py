@@ -15,17 +15,6 @@ L0 = 8  # tiny: 8 tokens per iteration, 8 iterations, lengths 8..64
 
 
 @pytest.fixture(scope="module")
-def tok():
-    torch.manual_seed(0)
-    return alit.build("tiny")
-
-
-@pytest.fixture(scope="module")
-def images():
-    return torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-
-
-@pytest.fixture(scope="module")
 def roll(tok, images):
     with torch.no_grad():
         return tok.rollout(images, pixels=False)

@@ -16,18 +16,6 @@ from alit.model.quantizer import VectorQuantizer
 from alit.precision import PRECISIONS, check_precision, compute_in, nearest_code
 
 
-@pytest.fixture(scope="module")
-def tok():
-    torch.manual_seed(0)
-    return alit.build("tiny")
-
-
-@pytest.fixture(scope="module")
-def images():
-    torch.manual_seed(1)
-    return torch.rand(4, 3, 64, 64)
-
-
 def close_codes(K: int = 512, d: int = 12, n: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit vectors near codes of a unit codebook: their distances to the nearest codes differ in
     the 3rd-4th digit, where bfloat16 (8 bits of mantissa) ties them."""

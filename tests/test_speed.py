@@ -21,17 +21,6 @@ from alit.model.layers import Transformer
 from conftest import ForwardCalls, run_alit
 
 
-@pytest.fixture(scope="module")
-def tok():
-    torch.manual_seed(0)
-    return alit.build("tiny")
-
-
-@pytest.fixture(scope="module")
-def images():
-    return torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-
-
 class ByTag:
     """A pixel-free criterion: image i (tagged by its first pixel) is good enough after need[i]
     iterations. It also reads the decoder's prediction, as a real one would."""
