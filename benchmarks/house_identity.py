@@ -77,7 +77,8 @@ def main() -> None:
         out["tokenize_fixed_64"] = tokens_digest(tmp / "fixed")
         run("tokenize", str(demo_photos), "--out", str(tmp / "rule"), "--no-progress")
         out["tokenize_rule"] = tokens_digest(tmp / "rule")
-        data = photos((tmp / "photos").resolve()) if (tmp / "photos").mkdir() is None else None
+        (tmp / "photos").mkdir()
+        data = photos(tmp / "photos")
         common = ["--data", str(data), "--no-progress", "--set", *SMALL]
         run("train", "base", "--config", "tiny", "--out", str(tmp / "base"), "--max-steps", "2",
             *common, "gan.schedule=[[0, 0.5]]", "gan.channels=8")
