@@ -11,7 +11,6 @@ from ..errors import AlitError
 from ..losses.distill import distill_loss
 from ..model.alit import ALIT
 from ..model.halting import Halting
-from ..model.layers import Attention
 from . import dist
 from .codebooks import latent_quantizer_restarter
 from .loop import Stage, preset_config
@@ -80,9 +79,6 @@ class DistillStage(Stage):
                 model.base.load_state_dict(base.state_dict())
                 log(f"base tokenizer: {where} ({base.cfg.kind}, {sum(p.numel() for p in base.parameters()):,} "
                     f"parameters), frozen")
-        if resume_config is None and recipe.init is None and recipe.qkv_init_std is not None:
-            count = init_attention(model, recipe.qkv_init_std)
-            log(f"attention q/k/v weights of {count} blocks initialised with std {recipe.qkv_init_std}")
         self.model = model.to(device)
         self.model.base.requires_grad_(False)  # stage 1: the base is frozen (docs/design.md 1.3)
         self.model.train()
@@ -109,14 +105,6 @@ class DistillStage(Stage):
             self.restarter.step_usage.zero_()  # nothing counts as used: every code restarts at its end
         backward(loss)
         return {k: v.detach() for k, v in logs.items()}
-
-
-def init_attention(model: ALIT, std: float) -> int:
-    """Re-initialise the q/k/v projections of the encoder's and decoder's attention (trunc. normal)."""
-    blocks = [m for part in (model.encoder, model.decoder) for m in part.modules() if isinstance(m, Attention)]
-    for attn in blocks:
-        nn.init.trunc_normal_(attn.qkv.weight, std=std, a=-2 * std, b=2 * std)
-    return len(blocks)
 
 
 def training_halting(stage: Stage, step: int, micro: int) -> Halting:
