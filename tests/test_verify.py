@@ -53,8 +53,8 @@ def test_intermediate_tensors_come_through_hooks_that_are_removed_after():
     N, T = tok.config.num_image_tokens, tok.config.num_iters
     for t in range(T):
         assert torch.equal(ours[f"iter{t}/decoded_code"], roll.codes[t])
-        L = tok.config.tokens_per_iter * (t + 1)
-        assert ours[f"iter{t}/encoder_in"].shape == ours[f"iter{t}/encoder_out"].shape == (2, 1 + N + L, tok.config.encoder_width)
+        L, W = tok.config.tokens_per_iter * (t + 1), tok.config.encoder_width
+        assert ours[f"iter{t}/encoder_in"].shape == ours[f"iter{t}/encoder_out"].shape == (2, 1 + N + L, W)
         assert ours[f"iter{t}/latent_factorized"].shape == (2, L, tok.config.latent_dim)
     # the paper's code also halts after the last iteration, which our rollout skips
     halted = ours[f"iter{T - 1}/halting_x_out"][:, 1:1 + N]

@@ -82,13 +82,14 @@ class Middle(nn.Module):
         return self.block_2(x)
 
 
-def check_images(images: Tensor, size: int | None = None, multiple: int = 1, *, values: bool = True) -> None:
+def check_images(images: Tensor, size: int | None = None, multiple: int = 1, *,
+                 values: bool = True) -> None:
     """Raise ValueError unless `images` is a non-empty float tensor [B, 3, H, W] with H = W = `size`
     (when given) and H, W multiples of `multiple`; with `values`, also pixels in [0, 1] (one pass,
     one device sync: the base encoders skip it, the model's entry points have made it)."""
     if not isinstance(images, Tensor):
         raise ValueError(f"expected images as a torch.Tensor, got {type(images).__name__}")
-    if size is not None and (images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (size, size)):
+    if size is not None and tuple(images.shape[1:]) != (3, size, size):
         raise ValueError(f"expected images of shape [B, 3, {size}, {size}], got {list(images.shape)}")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images [B, 3, H, W], got {list(images.shape)}")

@@ -33,7 +33,8 @@ class Halting:
         if self.mode not in HALTING_MODES:
             raise ValueError(f"halting must be one of {HALTING_MODES}, got {self.mode!r}")
 
-    def mask(self, t: int, gt_prob: torch.Tensor | None, code_error: torch.Tensor | None) -> torch.Tensor | None:
+    def mask(self, t: int, gt_prob: torch.Tensor | None,
+             code_error: torch.Tensor | None) -> torch.Tensor | None:
         """The halting mask [B, N] (bool) after iteration t, or None when nothing can halt.
 
         gt_prob: VQGAN base, probability of each token's ground-truth id [B, N].
