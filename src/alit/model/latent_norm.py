@@ -1,8 +1,7 @@
 """Ours, not the paper's: standardise the factorised latents before the quantiser and decoder.
 
-Why (issue #12): at initialisation what every image shares is over 99% of the latents, so the decoder
-learns each position's mean code first and stage 1 sits on a saddle; standardising over the images,
-per iteration, position and channel, gives what differs unit scale from the first step on.
+Why: at initialisation what all images share drowns what differs, and stage 1 stalls on each
+position's mean code (history and the A/B: benchmarks/results/default_model_log.md, sections 3-4).
 
 Like batch norm: batch statistics in training (of the global batch under DDP, see `reduce`), their
 running averages at inference, so a batch of one image encodes as it would in any batch. The
