@@ -6,18 +6,17 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
+from ..bench import bench, format_iterations, format_table, profile_iterations
 from ..errors import AlitError
+from ..eval.inputs import check_not_an_image, default_device
 from ..precision import PRECISIONS
-from .options import PRECISION_HELP
+from ..tokenizer import build, load
+from .options import PRECISION_HELP, add_device_arg
 
 
 def run(args) -> int:
-    import torch
-
-    from ..bench import bench, format_iterations, format_table, profile_iterations
-    from ..eval.inputs import check_not_an_image, default_device
-    from ..tokenizer import build, load
-
     _check(args)
     device = default_device(args.device)  # a device this machine lacks fails before the model loads
     if args.preset is not None:
@@ -93,6 +92,6 @@ def add_parser(sub) -> None:
                    help="also the older per-iteration profile of a rollout (encoder, latent decoder, pixel "
                    "decode of each length); its hooks synchronise inside the rollout, so it runs apart")
     s.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
-    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_device_arg(s)
     s.set_defaults(func=run)
 
