@@ -13,7 +13,7 @@ from ..errors import AlitError
 from ..eval.inputs import check_not_an_image, default_device
 from ..precision import PRECISIONS
 from ..tokenizer import build, load
-from .options import PRECISION_HELP, add_device_arg
+from .options import PRECISION_HELP, add_device_arg, at_least
 
 
 def run(args) -> int:
@@ -51,9 +51,8 @@ def _check(args) -> None:
         raise AlitError("give exactly one of --checkpoint CKPT and --preset NAME (e.g. --preset small)")
     if args.preset is None and args.checkpoint is None:
         args.checkpoint = "default"
-    for flag, value in (("--batch-size", args.batch_size), ("--repeats", args.repeats)):
-        if value < 1:
-            raise AlitError(f"{flag} must be at least 1, got {value}")
+    at_least(args.batch_size, 1, "--batch-size")
+    at_least(args.repeats, 1, "--repeats")
     if args.out and Path(args.out).is_dir():
         raise AlitError(f"--out {args.out}: is a folder; --out names the JSON file to write")
     if args.out and not Path(args.out).parent.is_dir():  # said now, not after the whole benchmark
