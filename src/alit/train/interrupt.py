@@ -1,0 +1,42 @@
+"""Ctrl-C (SIGINT) and SIGTERM (what schedulers send) while a run trains: the first asks the loop
+to stop after the step under way, which it then checkpoints; a second one stops at once."""
+from __future__ import annotations
+
+import signal
+import threading
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal after checkpointing `step` (the command line exits with 130)."""
+
+    def __init__(self, step: int, checkpoint):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+class StopRequests:
+    """`with StopRequests() as stop:` ... `stop.requested` names the first signal received (None:
+    none yet). Later signals raise KeyboardInterrupt where the program is. Outside the main thread
+    (where Python cannot take signals) nothing is installed."""
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._receive)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _receive(self, signum, frame) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
