@@ -73,7 +73,7 @@ def test_distill_run_folder(photos, tmp_path):
     assert "smoke test" in text and "checkpoint step-00000003" in text
     if importlib.util.find_spec("tensorboard") is not None:
         assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert T.recipe.load(run / "recipe.yaml", "distill").max_steps == 3
+    assert T.recipe_loader.load(run / "recipe.yaml", "distill").max_steps == 3
     with pytest.raises(AlitError, match="already holds a run"):
         T.run("distill", "tiny", data=photos, out=run, max_steps=3, progress=False, overrides=SMALL + ["base=random"])
     with pytest.raises(AlitError, match="nothing to do"):
@@ -251,7 +251,7 @@ def test_cli(photos, tmp_path):
 
 
 def test_activation_checkpointing_keeps_gradients_and_keys():
-    from alit.train.loop import checkpoint_blocks, preset_config
+    from alit.train.stage_helpers import checkpoint_blocks, preset_config
     from alit.model.alit import ALIT
 
     config = preset_config("tiny", {"image_size": 16, "num_iters": 2, "encoder_width": 64, "decoder_width": 64,
@@ -271,43 +271,43 @@ def test_activation_checkpointing_keeps_gradients_and_keys():
             assert torch.allclose(p.grad, q.grad, atol=1e-6), n
 
 
-def test_fit_to_time_fits_the_schedule_to_the_measured_pace():
-    from alit.train.loop import fit_to_time
+def test_steps_in_time_fits_the_schedule_to_the_measured_pace():
+    from alit.train.schedule import steps_in_time
 
-    assert fit_to_time(100.0, 10.0, 0, 20, 10_000, 10_000) == 200  # 0.5 s/step: 200 steps in 100 s
-    assert fit_to_time(100.0, 10.0, 0, 19, 10_000, 10_000) == 10_000  # before the first fit: unchanged
-    assert fit_to_time(100.0, 11.0, 0, 21, 200, 10_000) == 190  # every step after: slower, shorter
-    assert fit_to_time(100.0, 10.0, 0, 20, 150, 150) == 150  # never longer than max_steps
-    assert fit_to_time(100.0, 20.0, 0, 200, 230, 10_000) == 1000  # faster than at first: longer again
-    assert fit_to_time(100.0, 99.0, 0, 20, 10_000, 10_000) == 21  # too slow: still one more step
-    assert fit_to_time(100.0, 100.0, 0, 7, 10_000, 10_000) == 7  # spent: this step is the last
-    assert fit_to_time(100.0, 20.0, 50, 250, 9_000, 9_000) == 50 + 1000  # a resumed run counts its own steps
+    assert steps_in_time(100.0, 10.0, 0, 20, 10_000, 10_000) == 200  # 0.5 s/step: 200 steps in 100 s
+    assert steps_in_time(100.0, 10.0, 0, 19, 10_000, 10_000) == 10_000  # before the first fit: unchanged
+    assert steps_in_time(100.0, 11.0, 0, 21, 200, 10_000) == 190  # every step after: slower, shorter
+    assert steps_in_time(100.0, 10.0, 0, 20, 150, 150) == 150  # never longer than max_steps
+    assert steps_in_time(100.0, 20.0, 0, 200, 230, 10_000) == 1000  # faster than at first: longer again
+    assert steps_in_time(100.0, 99.0, 0, 20, 10_000, 10_000) == 21  # too slow: still one more step
+    assert steps_in_time(100.0, 100.0, 0, 7, 10_000, 10_000) == 7  # spent: this step is the last
+    assert steps_in_time(100.0, 20.0, 50, 250, 9_000, 9_000) == 50 + 1000  # a resumed run counts its own steps
 
 
 def test_max_time_stops_with_a_checkpoint_and_a_complete_schedule(photos, tmp_path, monkeypatch):
-    # a clock that advances 0.1 s whenever the loop reads it (twice a step): about 40 steps fit in 8 s, on
-    # any machine at any load
+    # a clock that advances 0.25 s whenever the run reads it (at the monitor's start, before the
+    # first step, then once a step): step k is measured at 0.25 (k + 1) s, on any machine at any load
     ticks = iter(range(10**9))
-    start = time.time()
-    monkeypatch.setattr(loop, "clock", lambda: start + 0.1 * next(ticks))
+    monkeypatch.setattr(loop, "clock", lambda: 1000.0 + 0.25 * next(ticks))
     run = T.run("distill", "tiny", data=photos, out=tmp_path / "run", max_steps=100_000, progress=False,
-                overrides=SMALL + ["base=random", "max_time=8", "checkpoint_every=1000", "image_every=0",
+                overrides=SMALL + ["base=random", "max_time=10", "checkpoint_every=1000", "image_every=0",
                                    "lr=1.0e-3", "min_lr=1.0e-4"])
     recs = records(run)
-    last = recs[-1]["step"]
-    assert last == 41  # fitted at step 20 (3.9 s of the fake clock) to the int(8 / 0.195) that fit in 8 s
-    assert [s for s, _ in checkpoint.checkpoints(run)] == [last]  # the end always writes one
+    # fitted at step 20 (5.25 s) to the int(10 / 0.2625) = 38 steps that fit in 10 s; at step 38
+    # (9.75 s) one more step still fits, and step 39 ends at 10 s: the budget is spent
+    assert [r["step"] for r in recs] == list(range(1, 40))
+    assert [s for s, _ in checkpoint.checkpoints(run)] == [39]  # the end always writes one
     # the cosine schedule was re-fitted to end at the last step: it ends near min_lr
     assert recs[-1]["lr"] < 2.0e-4 < 9.9e-4 < recs[10]["lr"]
-    assert recs[-1]["time"] - recs[0]["time"] < 8 + 3  # the budget held (from the first step on), up to a step
-    assert "steps fit in max_time 8 s" in (run / "train.log").read_text()
+    assert (recs[0]["time"], recs[-1]["time"]) == (0.5, 10.0)  # the budget held, on the run's clock
+    assert "step 20: 38 steps fit in max_time 10 s; the lr schedule now ends there" in (run / "train.log").read_text()
 
 
 @pytest.mark.parametrize("halting", ["off", "threshold"])
 def test_truncated_rollout_keeps_values_and_cuts_the_earlier_passes_from_the_gradient(halting):
     from alit.model.alit import ALIT
     from alit.train.finetune import FinetuneForward
-    from alit.train.loop import preset_config
+    from alit.train.stage_helpers import preset_config
 
     config = preset_config("tiny", {"image_size": 16, "num_iters": 3, "encoder_width": 64, "decoder_width": 64,
                                     "encoder_heads": 2, "decoder_heads": 2, "base": {"latent_channels": 16}})
