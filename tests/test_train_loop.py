@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -349,3 +350,21 @@ def test_lr_multipliers_in_a_run_with_error_feedback(photos, tmp_path):
     with pytest.raises(AlitError, match="recipe: lr_multipliers: encoder.fedback names no trainable parameter"):
         T.run("finetune", "tiny", data=photos, out=tmp_path / "bad", max_steps=1, progress=False,
               overrides=overrides + ["lr_multipliers={encoder.fedback: 10}"])
+
+
+def test_a_first_signal_asks_to_stop_and_a_second_stops_at_once():
+    from alit.train.interrupt import StopRequests
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    now = [100.0]
+    with StopRequests(clock=lambda: now[0]) as stop:
+        assert stop.requested is None
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.requested == "SIGTERM"  # noted; the loop checkpoints the step and stops
+        now[0] += 0.5
+        signal.raise_signal(signal.SIGINT)  # passed on by a launcher at once: the same request
+        assert stop.requested == "SIGTERM"
+        now[0] += 1.0
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert {sig: signal.getsignal(sig) for sig in before} == before  # the handlers are put back

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# a launcher (torchrun, srun) passes the terminal's Ctrl-C or the scheduler's SIGTERM on to the
+# processes that already got it: a repeat within this many seconds is the same request
+SAME_REQUEST_S = 1.0
 
 
 class Interrupted(KeyboardInterrupt):
@@ -18,11 +22,12 @@ class Interrupted(KeyboardInterrupt):
 
 class StopRequests:
     """`with StopRequests() as stop:` ... `stop.requested` names the first signal received (None:
-    none yet). Later signals raise KeyboardInterrupt where the program is. Outside the main thread
-    (where Python cannot take signals) nothing is installed."""
+    none yet). A later one (after SAME_REQUEST_S on `clock`) raises KeyboardInterrupt where the
+    program is. Outside the main thread (where Python takes no signals) nothing is installed."""
 
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
         self.requested: str | None = None
+        self._clock, self._since = clock, 0.0
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopRequests:
@@ -37,6 +42,8 @@ class StopRequests:
         self._previous = {}
 
     def _receive(self, signum, frame) -> None:
-        if self.requested is not None:
+        now = self._clock()
+        if self.requested is None:
+            self.requested, self._since = signal.Signals(signum).name, now
+        elif now - self._since > SAME_REQUEST_S:
             raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
