@@ -179,6 +179,35 @@ def test_resume_equals_uninterrupted(photos, tmp_path):
     assert [r["loss"] for r in records(full)] == pytest.approx([r["loss"] for r in records(part)], rel=1e-5)
 
 
+# the numbers of short seeded runs, recorded on the training loop before its refactoring into named
+# steps (issue #34; bit-identical weights there): each stage's losses per step, then the sum of
+# |EMA weights| outside the frozen base. Another CPU or torch may round differently: hence rel 1e-5
+GOLDEN = {
+    "base": ([0.45281535387039185, 0.501295804977417, 0.2818133234977722], 18515.834461653736),
+    "distill": ([41.98373031616211, 41.589454650878906, 41.093711853027344, 40.59754180908203], 4771.1392756171645),
+    "finetune": ([0.7734156250953674, 0.7507251501083374, 0.7218886017799377], 4762.149752752517),
+}
+
+
+def test_seeded_runs_keep_their_golden_numbers(photos, tmp_path):
+    common = [MODEL, "batch_size=4", "micro_batch_size=2", "workers=0", "warmup=1", "image_every=2",
+              "checkpoint_every=2"]
+    base = T.run("base", "tiny", data=photos, out=tmp_path / "base", max_steps=3, progress=False,
+                 overrides=common + ["gan.schedule=[[1, 0.5]]", "gan.channels=8", "restart_dead_codes=2",
+                                     "perceptual=none"])
+    distill = T.run("distill", "tiny", data=photos, out=tmp_path / "distill", max_steps=4, progress=False,
+                    overrides=common + ["base=random", "halting=paper", "restart_dead_codes=2", "quantizer_warmup=2"])
+    finetune = T.run("finetune", "tiny", data=photos, out=tmp_path / "finetune", max_steps=3, progress=False,
+                     init=distill, overrides=common + ["gan.schedule=[[1, 0.2]]", "gan.channels=8", "perceptual=none",
+                                                       "ssim_weight=0.5", "halting=threshold", "restart_dead_codes=1"])
+    for name, run in (("base", base), ("distill", distill), ("finetune", finetune)):
+        losses, weights = GOLDEN[name]
+        assert [r["loss"] for r in records(run)] == pytest.approx(losses, rel=1e-5), name
+        ema = load_file(str(checkpoint.latest(run) / "model.safetensors"))
+        total = sum(v.double().abs().sum().item() for k, v in ema.items() if not k.startswith("base."))
+        assert total == pytest.approx(weights, rel=1e-5), name
+
+
 class NaNAt(DistillStage):
     """A distill stage whose loss (or, with grads_only, only its gradients) is NaN at chosen steps."""
 
