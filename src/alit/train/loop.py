@@ -188,7 +188,7 @@ def train(run: Run, first: int, stop: StopRequests) -> tuple[int, dict[str, floa
         logs = shared.logs
         update = apply_update(run, step, logs)
         record = step_record(run, step, lr, shared, update)
-        fit_length(run, step, shared.elapsed)
+        follow_time_budget(run, step, shared.elapsed)
         if shared.new_skips:  # every process agrees (all-reduced), so all join the gather
             record["skipped_files"] = name_skipped(run, new_skips)
         grids = previews(run, step, record)
@@ -282,7 +282,7 @@ def step_record(run: Run, step: int, lr: float, shared: Shared, update: Update) 
     return record
 
 
-def fit_length(run: Run, step: int, elapsed: float) -> None:
+def follow_time_budget(run: Run, step: int, elapsed: float) -> None:
     """Under max_time: the run's length refitted to its pace, and said when it moved."""
     before = run.schedule.max_steps
     note = run.schedule.update_length(step, elapsed)
