@@ -2,6 +2,8 @@
 AdamW's parameter groups."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -23,6 +25,26 @@ def test_every_shipped_recipe_loads():
         stage = name.split("-")[0]
         r = L.load(name, stage)
         assert r.stage == stage and isinstance(r, STAGES[stage].recipe)
+
+
+def test_one_registry_names_the_stages():
+    from alit.train import STAGE_NAMES, stage_spec
+    from alit.train.stage import Stage
+
+    assert STAGE_NAMES == tuple(STAGES) == ("base", "distill", "finetune")
+    for name, spec in STAGES.items():
+        assert spec.name == name and issubclass(spec.stage, Stage) and isinstance(L.load("tiny", name), spec.recipe)
+    with pytest.raises(AlitError, match="unknown stage 'nope'; choose from base, distill, finetune"):
+        stage_spec("nope")
+    with pytest.raises(AlitError, match="a 'distill' recipe cannot become a 'finetune' one"):
+        L.load("tiny", "distill", ["stage=finetune"])
+    # the pixel-loss section: the same fields, flat in both recipes that decode to pixels
+    section = {f.name for f in dataclasses.fields(R.PixelLosses)}
+    assert section == {"perceptual", "perceptual_weight", "perceptual_path", "pixel_weight", "ssim_weight", "gan"}
+    for name in ("base", "finetune"):
+        r = L.load("tiny", name, ["perceptual=hed", "gan.channels=8"])
+        assert isinstance(r, R.PixelLosses) and (r.perceptual, r.gan.channels) == ("hed", 8)
+    assert not isinstance(L.load("tiny", "distill"), R.PixelLosses)
 
 
 def test_paper_hyperparameters():
