@@ -20,7 +20,7 @@ import torch
 
 from alit.images import find_images, load_image
 from alit.model.alit import ALIT
-from alit.train.loop import preset_config
+from alit.train.stage_helpers import preset_config
 from alit.train.sources import load_base
 
 

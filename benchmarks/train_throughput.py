@@ -28,7 +28,7 @@ def worker(args) -> dict:
 
     from alit.train.distill import DistillForward
     from alit.train.ema import EMA
-    from alit.train.loop import preset_config
+    from alit.train.stage_helpers import preset_config
     from alit.train.optim import adamw
     from alit.model.alit import ALIT
     from alit.model.halting import Halting

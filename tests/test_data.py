@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from alit.data import ImageFolder, Shards, StepBatches, list_images, preview_images, training_data, write_shards
+from alit.data import (BatchPlan, DataOptions, ImageFolder, Shards, StepBatches, list_images, preview_images,
+                       training_data, write_shards)
 from alit.data.folder import collate
 from alit.data.transforms import CenterCrop, RandomResizedCropFlip, crop_box, sample_seed
 from alit.errors import AlitError
@@ -133,18 +134,16 @@ def test_unreadable_files_are_skipped_and_named(tmp_path):
 
 
 def test_training_data_loader(folder):
-    data = training_data(folder, 16, batch_size=4, micro_batch=2, rank=0, world=1, seed=0, first_step=1,
-                         workers=1)
+    data = training_data(folder, 16, BatchPlan(batch_size=4, micro_batch=2), DataOptions(workers=1))
     assert data.kind == "folder" and data.size == 8
     it = iter(data.loader)
     first = [next(it)[0] for _ in range(4)]  # steps 1-2, two micro-steps each
-    again = training_data(folder, 16, batch_size=4, micro_batch=2, rank=0, world=1, seed=0, first_step=2,
-                          workers=0)
+    again = training_data(folder, 16, BatchPlan(batch_size=4, micro_batch=2, first_step=2), DataOptions(workers=0))
     assert torch.equal(next(iter(again.loader))[0], first[2])
     assert preview_images(folder, 16, 3).shape == (3, 3, 16, 16)
     # the recipe's crop_ratio reaches the crops: whole-square crops are the images' central squares
-    square = training_data(folder, 16, batch_size=4, micro_batch=4, rank=0, world=1, seed=0, first_step=1,
-                           workers=0, crop_scale=(1.0, 1.0), flip=False, crop_ratio=(1.0, 1.0))
+    square = training_data(folder, 16, BatchPlan(batch_size=4, micro_batch=4),
+                           DataOptions(workers=0, crop_scale=(1.0, 1.0), flip=False, crop_ratio=(1.0, 1.0)))
     centres = [CenterCrop(16)(Image.open(f).convert("RGB")) for f in list_images(folder)]
     batch = next(iter(square.loader))[0]
     assert all(any(torch.equal(x, c) for c in centres) for x in batch)
@@ -165,8 +164,7 @@ def test_webdataset_shards(tmp_path, folder):
     assert all(im.shape == (3, 8, 8) for im, _ in items)
     assert any("000000008" in s for _, sk in items for s in sk)  # the broken member is named
     pattern = str(tmp_path / "shards" / "shard-{000000..000002}.tar")
-    data = training_data(pattern, 8, batch_size=2, micro_batch=2, rank=0, world=1, seed=0, first_step=1,
-                         workers=0)
+    data = training_data(pattern, 8, BatchPlan(batch_size=2, micro_batch=2), DataOptions(workers=0))
     assert data.kind == "shards" and next(iter(data.loader))[0].shape == (2, 3, 8, 8)
     with pytest.raises(AlitError, match="no shards"):
         Shards(str(tmp_path / "nothing-{0..2}.tar"), None, 0, 0, 1)

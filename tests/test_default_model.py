@@ -11,7 +11,7 @@ import alit
 from alit.criteria import first_accepted, model_criterion
 from alit.demo import PHOTOS
 from alit.eval.inputs import batches, protocol
-from alit.train.loop import latent_reliance
+from alit.train.previews import latent_reliance
 from alit.weights import DEFAULT_MODEL
 from conftest import run_alit
 from test_eval_support import one_thread  # noqa: F401

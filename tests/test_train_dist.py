@@ -1,7 +1,7 @@
 """Runs as a user starts them, in subprocesses: 2 DDP processes (torchrun, gloo on CPU) reach the
 weights of 1 process with the same global batch, latent_norm's running averages too; a run resumes
-with another process count; a run killed with SIGKILL after a checkpoint resumes to the weights of an
-uninterrupted run."""
+with another process count; a run killed with SIGKILL after a checkpoint, or stopped by Ctrl-C or
+SIGTERM (which checkpoint the step reached), resumes to the weights of an uninterrupted run."""
 from __future__ import annotations
 
 import json
@@ -174,3 +174,44 @@ def test_sigkill_then_resume_equals_uninterrupted(photos, reference, tmp_path):
     ref_log = [json.loads(x)["loss"] for x in (reference / "log.jsonl").read_text().splitlines()]
     log = [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
     assert log == ref_log
+
+
+def logged_so_far(run: Path) -> list[int]:
+    """The steps of the complete lines of a log.jsonl being written."""
+    path = run / "log.jsonl"
+    lines = path.read_text().split("\n")[:-1] if path.is_file() else []
+    return [json.loads(line)["step"] for line in lines]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_checkpoints_the_step_reached_then_resume_equals_uninterrupted(photos, reference, tmp_path, sig):
+    run = tmp_path / "stopped"
+    # 1000 steps at a constant lr: its first steps are the reference's
+    proc = subprocess.Popen(command(photos, run, 1000), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV)
+    deadline = time.time() + 240
+    try:
+        while len(logged_so_far(run)) < 3:  # poll until step 3 is logged
+            assert proc.poll() is None, f"the run ended before step 3: {proc.stderr.read()}"
+            assert time.time() < deadline, "step 3 not reached within 240 s"
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    reached = logged_so_far(run)[-1]
+    assert reached < STEPS, "the run went past the reference's steps before the signal came"
+    assert checkpoint.checkpoints(run)[-1][0] == reached  # the step reached, checkpointed
+    said = f"{sig.name} at step {reached}: checkpoint step-{reached:08d} written; " \
+           f"`alit train distill --out {run} --resume` continues from step {reached + 1}"
+    assert said in err
+    launch(photos, run, STEPS, resume=True)
+    assert steps_logged(run) == list(range(1, STEPS + 1))  # each step once: it went on at reached + 1
+    assert f"resuming at step {reached + 1}" in (run / "train.log").read_text()
+    raw, ema = weights_at(run, STEPS)
+    raw_ref, ema_ref = weights_at(reference, STEPS)
+    assert all(torch.equal(raw[k], raw_ref[k]) for k in raw_ref)
+    assert all(torch.equal(ema[k], ema_ref[k]) for k in ema_ref)

@@ -2,16 +2,20 @@
 AdamW's parameter groups."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from alit.errors import AlitError
 from alit.train import recipe as R
+from alit.train import recipe_loader as L
+from alit.train.stages import STAGES
 from alit.train.optim import lr_at, param_groups
 
 
 def test_every_shipped_recipe_loads():
-    names = R.shipped()
+    names = L.shipped()
     assert {"base-tiny", "distill-tiny", "finetune-tiny"} <= set(names)
     paper = [n for n in names if n.endswith(("-in100", "-in1k"))]
     assert {"distill-small-vqgan-quantized-in100", "distill-small-vqgan-continuous-in100",
@@ -19,18 +23,38 @@ def test_every_shipped_recipe_loads():
             "finetune-small-vqgan-quantized-in100"} <= set(paper)
     for name in names:
         stage = name.split("-")[0]
-        r = R.load(name, stage)
-        assert r.stage == stage and isinstance(r, R.RECIPES[stage])
+        r = L.load(name, stage)
+        assert r.stage == stage and isinstance(r, STAGES[stage].recipe)
+
+
+def test_one_registry_names_the_stages():
+    from alit.train import STAGE_NAMES, stage_spec
+    from alit.train.stage import Stage
+
+    assert STAGE_NAMES == tuple(STAGES) == ("base", "distill", "finetune")
+    for name, spec in STAGES.items():
+        assert spec.name == name and issubclass(spec.stage, Stage) and isinstance(L.load("tiny", name), spec.recipe)
+    with pytest.raises(AlitError, match="unknown stage 'nope'; choose from base, distill, finetune"):
+        stage_spec("nope")
+    with pytest.raises(AlitError, match="a 'distill' recipe cannot become a 'finetune' one"):
+        L.load("tiny", "distill", ["stage=finetune"])
+    # the pixel-loss section: the same fields, flat in both recipes that decode to pixels
+    section = {f.name for f in dataclasses.fields(R.PixelLosses)}
+    assert section == {"perceptual", "perceptual_weight", "perceptual_path", "pixel_weight", "ssim_weight", "gan"}
+    for name in ("base", "finetune"):
+        r = L.load("tiny", name, ["perceptual=hed", "gan.channels=8"])
+        assert isinstance(r, R.PixelLosses) and (r.perceptual, r.gan.channels) == ("hed", 8)
+    assert not isinstance(L.load("tiny", "distill"), R.PixelLosses)
 
 
 def test_paper_hyperparameters():
-    d = R.load("small-vqgan-quantized-in100", "distill")
+    d = L.load("small-vqgan-quantized-in100", "distill")
     assert d.batch_size == 256 and d.peak_lr == pytest.approx(1.5e-4)
     assert (d.max_steps, d.warmup) == ("200ep", "20ep")
     assert d.betas == (0.9, 0.95) and d.weight_decay == 0.05 and d.grad_clip == 3.0
     assert d.iteration_weights == [2.5, 2.0, 1.5, 1.25, 1.0, 1.0, 1.0, 1.0]
     assert d.crop_scale == (0.8, 1.0) and d.crop_ratio == (3 / 4, 4 / 3) and d.hflip
-    f = R.load("small-vqgan-quantized-in100", "finetune")
+    f = L.load("small-vqgan-quantized-in100", "finetune")
     assert f.batch_size == 96 and f.peak_lr == pytest.approx(1e-4 * 96 / 256)
     assert f.perceptual == "lpips" and f.discriminator == "per_iteration"
     assert [w for _, w in f.gan.schedule] == [0.2, 0.8] and f.gan.channels == 64 and f.gan.layers == 3
@@ -39,42 +63,42 @@ def test_paper_hyperparameters():
 
 def test_tiny_recipes_run_offline():
     for stage in ("base", "finetune"):
-        assert R.load("tiny", stage).perceptual in ("none", "hed")
+        assert L.load("tiny", stage).perceptual in ("none", "hed")
 
 
 def test_find_by_name_and_path(tmp_path):
-    assert R.find("tiny", "distill").name == "distill-tiny.yaml"
-    assert R.find("distill-tiny", "distill").name == "distill-tiny.yaml"
+    assert L.find("tiny", "distill").name == "distill-tiny.yaml"
+    assert L.find("distill-tiny", "distill").name == "distill-tiny.yaml"
     f = tmp_path / "mine.yaml"
     f.write_text("stage: distill\nbatch_size: 4\n")
-    assert R.load(str(f), "distill").batch_size == 4
+    assert L.load(str(f), "distill").batch_size == 4
     with pytest.raises(AlitError, match="no distill recipe named 'nope'.*tiny"):
-        R.find("nope", "distill")
+        L.find("nope", "distill")
     with pytest.raises(AlitError, match="not a 'base' one"):
-        R.load(str(f), "base")
+        L.load(str(f), "base")
 
 
 def test_unknown_keys_are_errors(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text("stage: distill\nbatch_sise: 4\n")
     with pytest.raises(AlitError, match="unknown key.*batch_sise"):
-        R.load(str(f), "distill")
+        L.load(str(f), "distill")
     f.write_text("stage: finetune\ngan:\n  chanels: 4\n")
     with pytest.raises(AlitError, match="chanels"):
-        R.load(str(f), "finetune")
+        L.load(str(f), "finetune")
     # a stage-specific key in another stage's recipe
     f.write_text("stage: distill\nperceptual: none\n")
     with pytest.raises(AlitError, match="perceptual"):
-        R.load(str(f), "distill")
+        L.load(str(f), "distill")
 
 
 def test_overrides_are_type_checked():
-    r = R.load("tiny", "finetune", ["lr=1e-3", "batch_size=16", "betas=[0.8, 0.99]", "perceptual=hed",
+    r = L.load("tiny", "finetune", ["lr=1e-3", "batch_size=16", "betas=[0.8, 0.99]", "perceptual=hed",
                                      "gan.schedule=[[10, 0.2], [5ep, 0.8]]", "model_overrides.encoder_depth=1",
                                      "grad_clip=null", "data=some/dir"])
     assert r.lr == 1e-3 and isinstance(r.lr, float) and r.batch_size == 16 and r.betas == (0.8, 0.99)
     assert r.gan.schedule == [(10, 0.2), ("5ep", 0.8)] and r.model_overrides == {"encoder_depth": 1}
-    nested = R.load("tiny", "base", ["model_overrides.base.channels=64", "model_overrides.image_size=32"])
+    nested = L.load("tiny", "base", ["model_overrides.base.channels=64", "model_overrides.image_size=32"])
     assert nested.model_overrides == {"base": {"channels": 64}, "image_size": 32}
     assert r.grad_clip is None and r.data == "some/dir"
     bad = {"lr=abc": "lr must be a number", "batch_size=1.5": "batch_size must be an integer",
@@ -88,7 +112,7 @@ def test_overrides_are_type_checked():
            "crop_scale=[0, 1]": "crop_scale must satisfy"}
     for item, message in bad.items():
         with pytest.raises(AlitError, match=message):
-            R.load("tiny", "finetune", [item])
+            L.load("tiny", "finetune", [item])
 
 
 def test_durations():
@@ -101,8 +125,8 @@ def test_durations():
 
 
 def test_recipe_round_trip():
-    r = R.load("tiny", "finetune")
-    again = R.from_dict(r.to_dict())
+    r = L.load("tiny", "finetune")
+    again = L.from_dict(r.to_dict())
     assert again == r
     assert "stage: finetune" in R.dump(r)
 
@@ -180,8 +204,8 @@ def test_precision_resolves_per_device_and_warns_where_bf16_is_emulated():
 def test_a_retired_key_of_an_older_run_is_ignored(tmp_path):
     """recipe.yaml of runs made before qkv_init_std was removed holds it at its default, None."""
     old = tmp_path / "recipe.yaml"
-    old.write_text(R.dump(R.load("tiny", "distill")) + "qkv_init_std: null\n")
-    assert R.load(old, "distill") == R.load("tiny", "distill")
-    old.write_text(R.dump(R.load("tiny", "distill")) + "qkv_init_std: 0.1\n")
+    old.write_text(R.dump(L.load("tiny", "distill")) + "qkv_init_std: null\n")
+    assert R.load(old, "distill") == L.load("tiny", "distill")
+    old.write_text(R.dump(L.load("tiny", "distill")) + "qkv_init_std: 0.1\n")
     with pytest.raises(AlitError, match="qkv_init_std is no longer a recipe option"):
-        R.load(old, "distill")
+        L.load(old, "distill")

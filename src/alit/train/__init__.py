@@ -1,37 +1,26 @@
 """Training: `alit.train.run("distill", "tiny", data=DIR)` is what `alit train distill --config tiny
---data DIR` calls. Stages: `base` (the 2D tokenizer), `distill` (stage 1), `finetune` (stage 2).
+--data DIR` calls. The stages (`STAGES`, stages.py): `base` (the 2D tokenizer), `distill` (stage 1),
+`finetune` (stage 2).
 
     import alit.train
     base = alit.train.run("base", "tiny", data="photos/", out="runs/base")
     run = alit.train.run("distill", "tiny", data="photos/", out="runs/distill", base=base)
     tok = alit.load(run)                        # the newest checkpoint's EMA weights
 
-Under `torchrun` every process calls the same `run`; only rank 0 writes.
+Under `torchrun` every process calls the same `run`; only rank 0 writes. Ctrl-C or SIGTERM ends the
+step under way, writes its checkpoint and raises `interrupt.Interrupted` (a KeyboardInterrupt).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import AlitError
-from . import checkpoint, dist, recipe
+from . import checkpoint, dist, recipe_loader
+from .loop import fit
 from .recipe import Recipe
+from .stages import STAGE_NAMES, STAGES, StageSpec, stage_spec
 
-__all__ = ["Recipe", "load_recipe", "run", "STAGES"]
-
-STAGES = recipe.STAGES
-
-
-def _stage_class(stage: str):
-    if stage == "base":
-        from .autoencoder import AutoencoderStage
-        return AutoencoderStage
-    if stage == "distill":
-        from .distill import DistillStage
-        return DistillStage
-    if stage == "finetune":
-        from .finetune import FinetuneStage
-        return FinetuneStage
-    raise AlitError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+__all__ = ["Recipe", "STAGES", "STAGE_NAMES", "StageSpec", "load_recipe", "run", "stage_spec"]
 
 
 def load_recipe(stage: str, config: str | Path | Recipe | None = "tiny", *, data=None, max_steps=None,
@@ -42,14 +31,14 @@ def load_recipe(stage: str, config: str | Path | Recipe | None = "tiny", *, data
         if value is not None:
             sets.append(f"{key}={value}" if key == "max_steps" else f"{key}={_quote(value)}")
     if run_dir is not None and (Path(run_dir) / "recipe.yaml").is_file():
-        return recipe.load(Path(run_dir) / "recipe.yaml", stage, sets)
+        return recipe_loader.load(Path(run_dir) / "recipe.yaml", stage, sets)
     if isinstance(config, Recipe):
         if config.stage != stage:
             raise AlitError(f"a {config.stage!r} recipe cannot run the {stage!r} stage")
-        return recipe.from_dict(config.to_dict(), sets, source="recipe")
+        return recipe_loader.from_dict(config.to_dict(), sets, source="recipe")
     if config is None:
         raise AlitError("no recipe: give --config NAME_OR_FILE")
-    return recipe.load(config, stage, sets)
+    return recipe_loader.load(config, stage, sets)
 
 
 def _quote(value) -> str:
@@ -62,9 +51,7 @@ def run(stage: str, config: str | Path | Recipe | None = "tiny", *, data: str | 
         overrides: list[str] | tuple[str, ...] = (), base: str | Path | None = None,
         init: str | Path | None = None, progress: bool = True) -> Path:
     """Train one stage; returns the run folder (its newest model loads with `alit.load`)."""
-    from .loop import fit
-
-    _stage_class(stage)
+    spec = stage_spec(stage)
     device = dist.init()
     try:
         run_dir = Path(out) if out is not None else None
@@ -79,7 +66,7 @@ def run(stage: str, config: str | Path | Recipe | None = "tiny", *, data: str | 
             run_dir = dist.broadcast_object(_fresh_dir(Path("runs") / f"{stage}-{name}") if dist.is_main() else None)
         elif not resume and checkpoint.is_run(run_dir) and checkpoint.checkpoints(run_dir):
             raise AlitError(f"{run_dir} already holds a run: add --resume to continue it, or choose another --out")
-        return fit(r, _stage_class(stage), run_dir, device, resume=resume, progress=progress)
+        return fit(r, spec.stage, run_dir, device, resume=resume, progress=progress)
     finally:
         dist.shutdown()
 

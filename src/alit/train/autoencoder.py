@@ -15,9 +15,9 @@ from ..base import build_base
 from ..config import BaseConfig
 from ..losses.autoencoder import codebook_usage, kl_divergence, vector_quantize
 from .codebooks import DeadCodeRestarter
-from .distill import step_seed
-from .loop import preset_config, previews_grid
 from .pixels import PixelObjective, PixelStage
+from .previews import previews_grid
+from .stage_helpers import preset_config, step_seed
 
 __all__ = ["AutoencoderStage"]
 
@@ -50,10 +50,10 @@ class AutoencoderForward(nn.Module):
 
 
 class AutoencoderStage(PixelStage):
-    def __init__(self, recipe, device, log, resume_config: dict | None = None):
+    def __init__(self, recipe, device, log, saved_meta: dict | None = None):
         super().__init__(recipe, device, log)
-        if resume_config is not None:
-            cfg, size = BaseConfig(**resume_config["config"]), resume_config.get("image_size", 256)
+        if saved_meta is not None:
+            cfg, size = BaseConfig(**saved_meta["config"]), saved_meta.get("image_size", 256)
         else:
             full = preset_config(recipe.model, recipe.model_overrides)
             cfg, size = full.base, full.image_size

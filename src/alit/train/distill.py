@@ -11,10 +11,9 @@ from ..errors import AlitError
 from ..losses.distill import distill_loss
 from ..model.alit import ALIT
 from ..model.halting import Halting
-from . import dist
-from .codebooks import latent_quantizer_restarter
-from .loop import Stage, preset_config
 from .sources import load_base, load_init
+from .stage import Stage
+from .stage_helpers import grad_checkpointing, latent_codebook_restarter, preset_config, training_halting
 
 __all__ = ["DistillStage"]
 
@@ -43,10 +42,10 @@ class DistillForward(nn.Module):
 class DistillStage(Stage):
     find_unused = True  # the encoder's mask token gets no gradient while nothing halts
 
-    def __init__(self, recipe, device, log, resume_config: dict | None = None):
+    def __init__(self, recipe, device, log, saved_meta: dict | None = None):
         super().__init__(recipe, device, log)
-        if resume_config is not None:
-            config = ModelConfig.from_dict(resume_config["config"])
+        if saved_meta is not None:
+            config = ModelConfig.from_dict(saved_meta["config"])
             model = ALIT(config)  # weights come from the checkpoint
         else:
             config = preset_config(recipe.model, recipe.model_overrides)
@@ -83,9 +82,7 @@ class DistillStage(Stage):
         self.model.base.requires_grad_(False)  # stage 1: the base is frozen (docs/design.md 1.3)
         self.model.train()
         self.forward_module = DistillForward(self.model, recipe.iteration_weights)
-        if recipe.restart_dead_codes and self.model.quantizer is not None:
-            self.restarter = latent_quantizer_restarter(self.model.quantizer, recipe.restart_dead_codes)
-            log(f"latent codebook: unused codes restarted every {recipe.restart_dead_codes} steps")
+        self.restarter = latent_codebook_restarter(self.model, recipe.restart_dead_codes, log)
         if recipe.quantizer_warmup and self.model.quantizer is not None:
             every = recipe.restart_dead_codes
             if not every or recipe.quantizer_warmup % every:
@@ -93,7 +90,7 @@ class DistillStage(Stage):
                                 f"dividing it (got {every}): the codes restart onto the latents when it ends")
             log(f"latent quantiser bypassed for the first {recipe.quantizer_warmup} steps")
         if recipe.activation_checkpointing:
-            log(f"activation checkpointing: {self.model.set_grad_checkpointing()} transformer blocks recomputed in backward")
+            grad_checkpointing(self.model, log)
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         log(f"model: {recipe.model}, {config.num_iters} iterations x {config.tokens_per_iter} tokens, "
             f"{config.image_size}px, {trainable:,} trainable parameters; halting during training: {recipe.halting}")
@@ -107,17 +104,3 @@ class DistillStage(Stage):
         return {k: v.detach() for k, v in logs.items()}
 
 
-def training_halting(stage: Stage, step: int, micro: int) -> Halting:
-    """The recipe's halting mode; "paper" draws from a generator seeded by (seed, step, micro, rank)."""
-    mode = stage.recipe.halting
-    gen = None
-    if mode == "paper":
-        gen = torch.Generator(stage.device).manual_seed(step_seed(stage.recipe.seed, step, micro))
-    return Halting(mode, stage.model.config.halting_threshold, gen)
-
-
-def step_seed(seed: int, step: int, micro: int) -> int:
-    """A seed for the random draws of one (step, micro-step, process)."""
-    from ..data.transforms import sample_seed
-
-    return sample_seed(seed, step * 4096 + micro, stream=16 + dist.rank())

@@ -16,11 +16,9 @@ from ..config import ModelConfig
 from ..errors import AlitError
 from ..model.alit import ALIT
 from ..model.halting import Halting
-from .codebooks import latent_quantizer_restarter
-from .distill import training_halting
-from .loop import preset_config
 from .pixels import PixelObjective, PixelStage
 from .sources import load_init
+from .stage_helpers import grad_checkpointing, latent_codebook_restarter, preset_config, training_halting
 
 __all__ = ["FinetuneStage"]
 
@@ -67,10 +65,10 @@ def truncated_step(model: ALIT, images: torch.Tensor, t: int, halting: Halting):
 class FinetuneStage(PixelStage):
     find_unused = True  # the base codebook (and the mask token while nothing halts) get no gradient
 
-    def __init__(self, recipe, device, log, resume_config: dict | None = None):
+    def __init__(self, recipe, device, log, saved_meta: dict | None = None):
         super().__init__(recipe, device, log)
-        if resume_config is not None:
-            model = ALIT(ModelConfig.from_dict(resume_config["config"]))
+        if saved_meta is not None:
+            model = ALIT(ModelConfig.from_dict(saved_meta["config"]))
         elif recipe.init is None:
             raise AlitError("finetune starts from a distilled model: --init DISTILL_RUN_OR_CHECKPOINT "
                             "(`--set init=random` only for smoke tests)")
@@ -87,11 +85,9 @@ class FinetuneStage(PixelStage):
         self.forward_module = FinetuneForward(self.model, truncate=recipe.truncate_rollout)
         if recipe.truncate_rollout:
             log("truncated rollout: iteration t trains through its own pass only (truncate_rollout)")
-        if recipe.restart_dead_codes and self.model.quantizer is not None:
-            self.restarter = latent_quantizer_restarter(self.model.quantizer, recipe.restart_dead_codes)
-            log(f"latent codebook: unused codes restarted every {recipe.restart_dead_codes} steps")
+        self.restarter = latent_codebook_restarter(self.model, recipe.restart_dead_codes, log)
         if recipe.activation_checkpointing:
-            log(f"activation checkpointing: {self.model.set_grad_checkpointing()} transformer blocks recomputed in backward")
+            grad_checkpointing(self.model, log)
         T = self.model.config.num_iters
         self.cycle = list(range(T)) if recipe.iteration_cycle is None else list(recipe.iteration_cycle)
         if max(self.cycle) >= T:

@@ -16,14 +16,17 @@ from ..files import atomic_write
 
 
 class Monitor:
+    """clock: the clock of `elapsed` (the run's pace and max_time); tests inject a fake one."""
+
     def __init__(self, run_dir: Path | None, first_step: int, total_steps: int, progress: bool = True,
-                 tensorboard: bool = True):
+                 tensorboard: bool = True, clock=time.time):
         self.run_dir = run_dir
         self.active = run_dir is not None
         self.first_step, self.total = first_step, total_steps
         self.every = max(1, total_steps // 20)
         self._jsonl = self._text = self._tb = self._bar = None
-        self._t0 = time.time()
+        self._clock = clock
+        self._t0 = clock()
         if not self.active:
             return
         self._jsonl = open(run_dir / "log.jsonl", "a", buffering=1)
@@ -42,6 +45,11 @@ class Monitor:
             self._bar = tqdm(total=total_steps, initial=first_step - 1, unit="step", dynamic_ncols=True,
                              file=sys.stderr, disable=None, smoothing=0.1)
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the monitor started, on its clock."""
+        return self._clock() - self._t0
+
     def event(self, message: str, echo: bool = True) -> None:
         """A line in train.log (and on stderr): what happened, for a human."""
         if not self.active:
@@ -55,7 +63,8 @@ class Monitor:
                 print(line, file=sys.stderr, flush=True)
 
     def step(self, record: dict) -> None:
-        """Exactly one record per optimizer step: log.jsonl, TensorBoard scalars, the bar."""
+        """Exactly one record per optimizer step: log.jsonl, TensorBoard scalars, the bar. Its
+        "time" (`elapsed` when the step was measured) gives the ETA."""
         if not self.active:
             return
         record = {k: _plain(v) for k, v in record.items()}
@@ -73,9 +82,8 @@ class Monitor:
             self._bar.update(1)
         elif step == self.first_step or step % self.every == 0 or step == self.total:
             # no terminal (a log file, nohup): a line every 5% instead of the bar
-            elapsed = time.time() - self._t0
             done = step - self.first_step + 1
-            eta = elapsed / done * (self.total - step)
+            eta = record["time"] / done * (self.total - step)
             self.event(f"step {step}/{self.total}: {text}, {rate:.1f} images/s, ETA {_duration(eta)}")
 
     def set_total(self, total_steps: int) -> None:

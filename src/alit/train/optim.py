@@ -1,7 +1,9 @@
-"""AdamW with decay only on matrix weights, and the warm-up + cosine learning-rate schedule."""
+"""AdamW with decay only on matrix weights, the warm-up + cosine learning-rate schedule, and the
+update of one optimizer step (`OptimizerStep`)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -64,3 +66,65 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every group's lr: `lr` times the group's own "lr_scale" (1 when it has none)."""
     for g in optimizer.param_groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+@dataclass
+class Update:
+    """What one optimizer step did: `applied` False when it was skipped (a non-finite loss or
+    gradient); the global gradient norm of each optimizer's parameters, before clipping."""
+
+    applied: bool
+    grad_norms: dict[str, float]
+
+
+class OptimizerStep:
+    """The update of every optimizer a stage trains, in one place: `begin` (lr, zero grads),
+    `backward` of each micro-step's loss (averaged over `accum` micro-steps; scaled for fp16),
+    then `apply`: unscale, clip to `grad_clip` (None: only measure), step -- or no update at all
+    when a loss or a gradient is not finite. The loss scaler is on for fp16 only."""
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer], grad_clip: float | None, *,
+                 accum: int = 1, fp16: bool = False):
+        self.optimizers, self.grad_clip, self.accum = optimizers, grad_clip, accum
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+
+    def begin(self, lr: float, lr_scale) -> None:
+        """Set each optimizer's lr (`lr` times `lr_scale(name)`) and clear its gradients."""
+        for name, opt in self.optimizers.items():
+            set_lr(opt, lr * lr_scale(name))
+            opt.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss / self.accum).backward()
+
+    def apply(self, losses_finite: bool) -> Update:
+        """The update, unless a loss (`losses_finite` False) or a gradient is not finite."""
+        grad_norms: dict[str, float] = {}
+        finite = losses_finite
+        if finite:
+            for name, opt in self.optimizers.items():
+                self.scaler.unscale_(opt)
+                params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+                if params:  # clipped to grad_clip, or only measured (inf)
+                    norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or math.inf)
+                    grad_norms[name] = float(norm)
+            # a finite loss can still give non-finite gradients; fp16's scaler skips those itself
+            finite = self.scaler.is_enabled() or all(math.isfinite(v) for v in grad_norms.values())
+        if not finite:
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            return Update(False, grad_norms)
+        for opt in self.optimizers.values():
+            self.scaler.step(opt)
+        self.scaler.update()
+        return Update(True, grad_norms)
+
+    def state_dict(self) -> dict:
+        return {"optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])

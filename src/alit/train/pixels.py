@@ -9,9 +9,9 @@ from ..eval.metrics import ssim
 from ..losses.gan import Adversarial, gan_weight
 from ..losses.perceptual import build_perceptual
 from . import dist
-from .loop import Stage
 from .optim import adamw
 from .recipe import parse_duration
+from .stage import Stage
 
 
 class PixelObjective:

@@ -1,30 +1,23 @@
-"""Run recipes: YAML files read into dataclasses, one class per training stage.
+"""Run recipes: one dataclass per training stage (`recipe_loader.py` reads them from YAML).
 
 A recipe is everything about a run except the architecture's weights: which preset, what data,
-how long, which losses with which weights. The shipped ones live in `alit/configs/<stage>-<name>.yaml`
-and are found by name (`--config tiny` for the stage at hand, or the full `distill-tiny`).
-
-Unknown keys are an error, and so are values of the wrong type: `--set lr=abc` fails before any
-work starts. Durations (`max_steps`, `warmup`, GAN schedule starts) are a step count or a string
-`"<epochs>ep"` converted with the dataset's size once it is known.
+how long, which losses with which weights. Durations (`max_steps`, `warmup`, GAN schedule starts)
+are a step count or a string `"<epochs>ep"` converted with the dataset's size once it is known.
 """
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 
 import yaml
 
+from ..config import HALTING_MODES
 from ..errors import AlitError
+from ..losses.distill import DISTILL_WEIGHTS
 
-STAGES = ("base", "distill", "finetune")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 PERCEPTUAL = ("lpips", "hed", "none")
-HALTING = ("off", "threshold", "paper")
 Duration = typing.Union[int, str]  # steps, or "<float>ep"
 
 
@@ -47,7 +40,7 @@ class GanRecipe:
 class Recipe:
     """What every stage shares."""
 
-    stage: str = "distill"              # base | distill | finetune (must match the command)
+    stage: str = "distill"              # the stage's name: each recipe class sets its own (stages.py)
     model: str = "tiny"                 # preset name, e.g. "small-vqgan-quantized" (alit.preset)
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields on top of the preset
     # data
@@ -90,7 +83,6 @@ class Recipe:
     restart_dead_codes: int = 0
 
     def __post_init__(self):
-        _choice("stage", self.stage, STAGES)
         _choice("precision", self.precision, PRECISIONS)
         for name in ("batch_size", "checkpoint_every", "keep_checkpoints", "max_nonfinite", "workers", "seed",
                      "restart_dead_codes"):
@@ -125,25 +117,34 @@ class Recipe:
 
 
 @dataclass
-class BaseRecipe(Recipe):
-    """Train the 2D base tokenizer itself: VQGAN (L1 + perceptual + VQ losses, then GAN) or KL-VAE."""
+class PixelLosses:
+    """The pixel-space loss section of the stages that decode to pixels (`base`, `finetune`):
+    L1 + perceptual (+ SSIM) + the scheduled GAN (`pixels.PixelObjective`)."""
 
-    stage: str = "base"
     perceptual: str = "lpips"           # lpips | hed (offline VGG16 substitute) | none
     perceptual_weight: float = 1.0
     perceptual_path: str | None = None  # torchvision vgg16 weights (default: the torch hub cache)
     pixel_weight: float = 1.0           # L1
-    ssim_weight: float = 0.0            # ours: weight of 1 - SSIM of the reconstruction (0: off)
-    codebook_weight: float = 1.0        # VQGAN: codebook + commitment losses
-    commitment: float = 0.25            # VQGAN: commitment factor
-    kl_weight: float = 1e-6             # VAE: KL per pixel value (LDM's 1e-6 with a summed pixel loss)
+    # ours: weight of 1 - SSIM of the reconstruction (torchmetrics' SSIM, the `ssim:S` rule's); 0: off,
+    # the paper's loss. A model whose length rule judges SSIM then trains what the rule judges.
+    ssim_weight: float = 0.0
     gan: GanRecipe = field(default_factory=GanRecipe)
 
     def __post_init__(self):
-        super().__post_init__()
+        super().__post_init__()  # the Recipe's checks (a recipe class lists PixelLosses before Recipe)
         _choice("perceptual", self.perceptual, PERCEPTUAL)
         _check_schedule(self.gan)
         _non_negative("ssim_weight", self.ssim_weight)
+
+
+@dataclass
+class BaseRecipe(PixelLosses, Recipe):
+    """Train the 2D base tokenizer itself: VQGAN (L1 + perceptual + VQ losses, then GAN) or KL-VAE."""
+
+    stage: str = "base"
+    codebook_weight: float = 1.0        # VQGAN: codebook + commitment losses
+    commitment: float = 0.25            # VQGAN: commitment factor
+    kl_weight: float = 1e-6             # VAE: KL per pixel value (LDM's 1e-6 with a summed pixel loss)
 
 
 @dataclass
@@ -162,17 +163,17 @@ class DistillRecipe(Recipe):
     # Needs restart_dead_codes, dividing it. The codes' pull on the inputs otherwise collapses a
     # short run's latents onto one code before the decoder has learnt to read them.
     quantizer_warmup: int = 0
-    iteration_weights: list[float] = field(default_factory=lambda: [2.5, 2.0, 1.5, 1.25, 1.0, 1.0, 1.0, 1.0])
+    iteration_weights: list[float] = field(default_factory=lambda: list(DISTILL_WEIGHTS))
 
     def __post_init__(self):
         super().__post_init__()
-        _choice("halting", self.halting, HALTING)
+        _choice("halting", self.halting, HALTING_MODES)
         if not self.iteration_weights:
             raise AlitError("recipe: iteration_weights must not be empty")
 
 
 @dataclass
-class FinetuneRecipe(Recipe):
+class FinetuneRecipe(PixelLosses, Recipe):
     """Stage 2 (docs/design.md 1.3): everything trains, one rollout iteration per step (cycling t = 0..T-1,
     or `iteration_cycle`)."""
 
@@ -180,15 +181,7 @@ class FinetuneRecipe(Recipe):
     init: str | None = None             # distill run / checkpoint (its EMA weights); "random" for smoke tests
     halting: str = "off"
     activation_checkpointing: bool = False  # recompute transformer blocks in backward (less memory)
-    perceptual: str = "lpips"
-    perceptual_weight: float = 1.0
-    perceptual_path: str | None = None
-    pixel_weight: float = 1.0
-    # ours: weight of 1 - SSIM of the reconstruction (torchmetrics' SSIM, the `ssim:S` rule's); 0: off,
-    # the paper's loss. A model whose length rule judges SSIM then trains what the rule judges.
-    ssim_weight: float = 0.0
     discriminator: str = "per_iteration"  # per_iteration (the paper: one per rollout iteration) | shared
-    gan: GanRecipe = field(default_factory=GanRecipe)
     # ours: the rollout iterations trained in turn, step s training iteration_cycle[(s - 1) % len];
     # None: 0, 1, ..., T-1 (the paper's one iteration in T). Listing an iteration twice trains it twice
     # as often, e.g. [0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7] for the longer half of the lengths.
@@ -200,25 +193,12 @@ class FinetuneRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        _choice("halting", self.halting, HALTING)
-        _choice("perceptual", self.perceptual, PERCEPTUAL)
+        _choice("halting", self.halting, HALTING_MODES)
         _choice("discriminator", self.discriminator, ("per_iteration", "shared"))
-        _check_schedule(self.gan)
-        _non_negative("ssim_weight", self.ssim_weight)
         cycle = self.iteration_cycle  # a list of integers or null: `check` saw to the types
         if cycle is not None and (not cycle or min(cycle) < 0):
             raise AlitError(f"recipe: iteration_cycle must be a non-empty list of iteration numbers "
                             f"(0 = the first), or null for 0..T-1; got {cycle!r}")
-
-
-def _non_negative(name: str, value: float) -> None:
-    if not value >= 0:
-        raise AlitError(f"recipe: {name} must be 0 or more, got {value}")
-
-
-# removed keys that the recipe.yaml of older runs still holds at their default (None): ignored
-RETIRED = ("qkv_init_std",)
-RECIPES: dict[str, type[Recipe]] = {"base": BaseRecipe, "distill": DistillRecipe, "finetune": FinetuneRecipe}
 
 
 # --- durations -----------------------------------------------------------------------------------
@@ -248,190 +228,13 @@ def parse_duration(value: Duration, steps_per_epoch: float | None, name: str = "
     return round(epochs * steps_per_epoch)
 
 
-# --- reading, finding, overriding ----------------------------------------------------------------
-def shipped() -> dict[str, Path]:
-    """Shipped recipe name ("distill-tiny") -> file."""
-    folder = resources.files("alit") / "configs"
-    out = {}
-    if folder.is_dir():
-        for f in folder.iterdir():
-            if f.name.endswith(".yaml"):
-                out[f.name[:-5]] = Path(str(f))
-    return dict(sorted(out.items()))
+def dump(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
 
 
-def find(name: str, stage: str) -> Path:
-    """A recipe file: a path to a YAML file, or a shipped name (`tiny` or `distill-tiny`)."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise AlitError(f"recipe file {name} not found")
-        return path
-    recipes = shipped()
-    for key in (f"{stage}-{name}", name):
-        if key in recipes:
-            return recipes[key]
-    names = [k[len(stage) + 1:] for k in recipes if k.startswith(stage + "-")]
-    raise AlitError(f"no {stage} recipe named {name!r}; shipped {stage} recipes: {', '.join(names)} "
-                    f"(or give a path to a YAML file)")
-
-
-def load(name_or_path: str | Path, stage: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a recipe for `stage`, then apply `key=value` overrides (dotted keys for sections)."""
-    path = find(str(name_or_path), stage)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise AlitError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(raw, dict):
-        raise AlitError(f"{path}: a recipe is a mapping of keys to values")
-    raw.setdefault("stage", stage)
-    if raw["stage"] != stage:
-        raise AlitError(f"{path} is a {raw['stage']!r} recipe, not a {stage!r} one")
-    return from_dict(raw, overrides, source=str(path))
-
-
-def from_dict(raw: dict, overrides=(), source: str = "recipe") -> Recipe:
-    stage = raw.get("stage")
-    if stage not in RECIPES:
-        raise AlitError(f"{source}: stage must be one of {STAGES}, got {stage!r}")
-    raw = dict(raw)
-    for key in RETIRED:
-        if raw.pop(key, None) is not None:
-            raise AlitError(f"{source}: {key} is no longer a recipe option; remove it")
-    for item in overrides:
-        key, value = parse_override(item)
-        _set(raw, key, value, RECIPES[stage], source)
-    return build(RECIPES[stage], raw, source)
-
-
-def parse_override(item: str) -> tuple[str, object]:
-    if "=" not in item:
-        raise AlitError(f"--set expects key=value, got {item!r}")
-    key, text = item.split("=", 1)
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
-    return key.strip(), value
-
-
-def _set(raw: dict, key: str, value, cls, source: str) -> None:
-    parts = key.split(".")
-    hints = typing.get_type_hints(cls)
-    node = raw
-    for i, part in enumerate(parts):
-        if part not in hints:
-            raise AlitError(f"--set {key}: unknown key {part!r}; known: {', '.join(sorted(hints))}")
-        if i == len(parts) - 1:
-            node[part] = value
-            return
-        sub = _dataclass_of(hints[part])
-        if sub is None:
-            if hints[part] is dict or typing.get_origin(hints[part]) is dict:
-                node = node.setdefault(part, {})  # a free-form mapping (model_overrides): nest the rest
-                for sub_key in parts[i + 1:-1]:
-                    node = node.setdefault(sub_key, {})
-                node[parts[-1]] = value
-                return
-            raise AlitError(f"--set {key}: {part!r} has no sub-keys")
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise AlitError(f"{source}: {part} must be a mapping")
-        hints, cls = typing.get_type_hints(sub), sub
-
-
-def build(cls, raw: dict, source: str = "recipe"):
-    """Dataclass `cls` from a mapping, every value checked against its annotation."""
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(raw) - set(hints))
-    if unknown:
-        raise AlitError(f"{source}: unknown key(s) {unknown} for a {cls.__name__}; "
-                        f"known: {', '.join(sorted(hints))}")
-    kwargs = {}
-    for name, value in raw.items():
-        kwargs[name] = check(value, hints[name], name, source)
-    try:
-        return cls(**kwargs)
-    except AlitError as e:
-        raise AlitError(f"{source}: {e}") from None
-
-
-def check(value, tp, name: str, source: str = "recipe"):
-    """`value` converted to annotation `tp`, or an AlitError naming the key and the expected type."""
-    sub = _dataclass_of(tp)
-    if sub is not None:
-        if isinstance(value, sub):
-            return value
-        if not isinstance(value, dict):
-            raise AlitError(f"{source}: {name} must be a mapping of {sub.__name__} fields, got {value!r}")
-        return build(sub, value, f"{source}: {name}")
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        for option in args:
-            try:
-                return check(value, option, name, source)
-            except AlitError:
-                continue
-        raise AlitError(f"{source}: {name} must be {_describe(tp)}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise AlitError(f"{source}: {name} must be null, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif tp is dict or origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-    elif origin in (list, tuple):
-        if isinstance(value, (list, tuple)):
-            if origin is tuple and args and args[-1] is not Ellipsis:
-                if len(value) != len(args):
-                    raise AlitError(f"{source}: {name} must be {_describe(tp)}, got {value!r}")
-                return tuple(check(v, a, f"{name}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
-            item = args[0] if args else object
-            out = [check(v, item, f"{name}[{i}]", source) if item is not object else v
-                   for i, v in enumerate(value)]
-            return tuple(out) if origin is tuple else out
-    raise AlitError(f"{source}: {name} must be {_describe(tp)}, got {value!r}")
-
-
-def _describe(tp) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if tp is type(None):
-        return "null"
-    if origin in (list, tuple):
-        return f"a list of {', '.join(_describe(a) for a in args if a is not Ellipsis)}"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a number"
-    if tp is bool:
-        return "true or false"
-    if tp is str:
-        return "a string"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _dataclass_of(tp):
-    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+def _non_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise AlitError(f"recipe: {name} must be 0 or more, got {value}")
 
 
 def _choice(name: str, value, choices) -> None:
@@ -454,7 +257,3 @@ def _plain(x):
     if isinstance(x, dict):
         return {k: _plain(v) for k, v in x.items()}
     return x
-
-
-def dump(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
