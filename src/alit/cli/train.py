@@ -9,9 +9,7 @@ def run(args) -> int:
                         resume=args.resume, overrides=args.set, base=args.base, init=args.init,
                         progress=not args.no_progress)
     if train.dist.is_main():
-        use = (f"`alit train distill --base {run_dir}`" if args.stage == "base"
-               else f"alit.load('{run_dir}')")
-        print(f"run folder: {run_dir} (its newest model: {use})")
+        print(f"run folder: {run_dir} (its newest model: {train.stage_spec(args.stage).result_of(run_dir)})")
     return 0
 
 
@@ -21,8 +19,8 @@ def add_parser(sub) -> None:
                        "`<stage>-tiny` recipe). Writes a run folder: checkpoints, log.jsonl (one record per "
                        "step), train.log, TensorBoard events; `alit.load(RUN_DIR)` gives its newest model "
                        "(EMA weights). Also runs under `torchrun --nproc_per_node=N -m alit train ...` (DDP).")
-    s.add_argument("stage", choices=("base", "distill", "finetune"),
-                   help="base: the 2D tokenizer (VQGAN / KL-VAE); distill: stage 1; finetune: stage 2")
+    s.add_argument("stage", choices=train.STAGE_NAMES,
+                   help="; ".join(f"{name}: {spec.summary}" for name, spec in train.STAGES.items()))
     s.add_argument("--config", default=None, metavar="RECIPE",
                    help="recipe name (tiny, small-vqgan-quantized-in100, ...) or YAML file; "
                    "when resuming, the run's own recipe is used")

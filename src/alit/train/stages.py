@@ -22,7 +22,7 @@ class StageSpec:
     recipe: type[Recipe]   # what its YAML recipes are read into
     stage: type[Stage]     # what builds the model and computes a micro-step
     summary: str           # one line for `alit train --help`
-    result: str            # what the run folder gives, "{run}" standing for its path
+    result: str            # how its newest model is used, "{run}" standing for the run folder
 
     @property
     def name(self) -> str:
@@ -32,11 +32,11 @@ class StageSpec:
         return self.result.format(run=run_dir)
 
 
-ALIT_MODEL = "alit.load('{run}') gives it"
+ALIT_MODEL = "alit.load('{run}')"
 
 SPECS = (
     StageSpec(BaseRecipe, AutoencoderStage, "the 2D tokenizer (VQGAN / KL-VAE)",
-              "`alit train distill --base {run}` takes it"),
+              "`alit train distill --base {run}`"),
     StageSpec(DistillRecipe, DistillStage, "stage 1", ALIT_MODEL),
     StageSpec(FinetuneRecipe, FinetuneStage, "stage 2", ALIT_MODEL),
 )
