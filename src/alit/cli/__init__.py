@@ -42,7 +42,7 @@ def cmd_reconstruct(args) -> int:
 
     from ..criteria import EightBit, first_accepted, needs_pixels, parse_criterion
     from ..eval.inputs import batches, load_model, protocol, upscale_warning
-    from ..eval.metrics import pixel_metrics, table_dtype
+    from ..scoring import pixel_metrics, table_dtype
     from ..images import find_images, save_png
 
     _at_least(args.batch_size, 1, "--batch-size")

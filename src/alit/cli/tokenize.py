@@ -12,7 +12,7 @@ from .options import add_precision_arg
 
 def cmd_tokenize(args) -> int:
     from ..criteria import parse_criterion
-    from ..train import dist
+    from .. import dist
 
     given = [m for m in ("num_tokens", "criterion", "mean_tokens") if getattr(args, m) is not None]
     if len(given) > 1:

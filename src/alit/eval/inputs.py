@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import AlitError
-from ..images import ImageReadError, fit, read_image
+from ..images import IMAGE_SUFFIXES, ImageReadError, fit, read_image
+from ..scoring import to_8bit
+from ..tokenizer import load
 
 
 @dataclass(frozen=True)
@@ -73,18 +75,10 @@ def protocol(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
-def to_8bit(images: torch.Tensor, truncate: bool = False) -> torch.Tensor:
-    """Values clamped to [0, 1] and put on the 8-bit grid k / 255 (rounded, or truncated)."""
-    scaled = images.clamp(0, 1) * 255
-    return (scaled.floor() if truncate else scaled.round()) / 255
-
-
 def load_model(spec: str | Path | None, device: str | torch.device | None = None, precision: str | None = None):
     """A tokenizer in eval mode from a checkpoint folder/file or a model name: "default" (the
     bundled model), "paper/<name>" (downloaded on first use), "hf:org/name" (see `alit.resolve`),
     computing in `precision` (`alit.precision`; None: the caller's context)."""
-    from ..tokenizer import load
-
     if spec is None:
         raise AlitError("--checkpoint CKPT is required (a folder made by `alit convert` or training)")
     device = default_device(device)  # a device this machine lacks fails before the model loads
@@ -103,8 +97,6 @@ def load_model(spec: str | Path | None, device: str | torch.device | None = None
 
 def check_not_an_image(spec) -> None:
     """A one-line AlitError when a checkpoint argument names an image file (a swapped argument)."""
-    from ..images import IMAGE_SUFFIXES
-
     path = Path(str(spec))
     if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
         raise AlitError(f"--checkpoint {spec}: an image, not a model; give a checkpoint folder "

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import dist
 from ..errors import AlitError
-from . import checkpoint, dist, recipe
+from . import checkpoint, recipe
 from .recipe import Recipe
 
 __all__ = ["Recipe", "load_recipe", "run", "STAGES"]

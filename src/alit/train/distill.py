@@ -6,13 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import dist
 from ..config import ModelConfig
 from ..errors import AlitError
 from ..losses.distill import distill_loss
 from ..model.alit import ALIT
 from ..model.halting import Halting
 from ..model.layers import Attention
-from . import dist
 from .codebooks import latent_quantizer_restarter
 from .loop import Stage, checkpoint_blocks, preset_config
 from .sources import load_base, load_init

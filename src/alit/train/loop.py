@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from .. import data as data_lib
+from .. import data as data_lib, dist
 from ..errors import AlitError
 from ..precision import autocast_dtype, set_precision
-from . import checkpoint, dist
+from . import checkpoint
 from .ema import EMA
 from .monitor import Monitor, truncate_log
 from .optim import adamw, lr_at, set_lr
