@@ -154,7 +154,8 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from ..eval.inputs import load_model, parse_lengths
-    from ..eval.sweep import EvalOptions, evaluate, table_rows
+    from ..eval.sweep import EvalOptions, evaluate
+    from ..eval.sweep_report import table_rows
     from ..criteria import parse_criterion
     from ..eval.report import fmt
 

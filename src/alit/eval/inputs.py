@@ -18,6 +18,7 @@ the paper's evaluation saves them with `astype(uint8)` and measures the saved fi
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import AlitError
-from ..images import IMAGE_SUFFIXES, ImageReadError, fit, read_image
+from ..images import IMAGE_SUFFIXES, ImageReadError, find_images, fit, read_image
 from ..scoring import to_8bit
 from ..tokenizer import load
 
@@ -149,6 +150,26 @@ def parse_floats(text: str, what: str) -> list[float]:
     if not values or not all(v > 0 for v in values):
         raise AlitError(f"{what} takes comma-separated positive numbers, got {text!r}")
     return values
+
+
+def image_paths(sources: list, command: str, limit: int | None = None, log=None, on_problem=None) -> list[Path]:
+    """The image files of `sources` (folders, searched recursively, and files: `alit.images.find_images`)
+    that a command reads, the first `limit` of them: what every command that reads a folder starts
+    with. Each folder's files without an image suffix are said on a warning line through `log`
+    (default: stderr). A source that is missing or holds no image is an AlitError, or, given
+    `on_problem`, one line to it (the command then goes on with the rest)."""
+    log = log or (lambda line: print(line, file=sys.stderr))
+    skipped = []
+    paths, problems = find_images(sources, skipped=skipped)
+    if problems and on_problem is None:
+        raise AlitError("; ".join(problems))
+    for line in skipped:
+        log(f"{command}: warning: {line}")
+    for line in problems:
+        on_problem(line)
+    if limit is not None and limit < 1:
+        raise AlitError(f"--limit must be at least 1, got {limit}")
+    return paths[:limit] if limit is not None else paths
 
 
 @dataclass
