@@ -130,7 +130,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_data_photos(args) -> int:
-    from ..photos import assemble, parse_tiers
+    from ..data.acquire.photos import assemble, parse_tiers
 
     summary = assemble(args.out, tiers=parse_tiers(args.tiers), install=not args.no_install, log=print)
     print(summary.format())
@@ -270,7 +270,7 @@ def cmd_visualize(args) -> int:
 
 
 def cmd_data_fashion_mnist(args) -> int:
-    from ..eval.fashion_mnist import convert
+    from ..data.acquire.fashion_mnist import convert
 
     counts = convert(args.out, args.source, args.limit)
     print(f"{args.out}: {counts['train']} train and {counts['test']} test images in 10 class folders "
