@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..criteria import EightBit, parse_criterion
 from ..errors import AlitError
@@ -357,8 +358,6 @@ class _Progress:
     def __init__(self, source: Source, todo: list[int], rank: int, world: int, show: bool, what: str):
         self.bar = None
         if rank == 0 and show and todo:
-            from tqdm import tqdm
-
             sizes = [source.part_images(p) for p in todo]
             total = None if None in sizes else sum(sizes)
             desc = what if world == 1 else f"{what} (rank 0 of {world})"
