@@ -4,6 +4,7 @@ judges a pixel rule on the reconstruction as a PNG holds it."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -19,46 +20,45 @@ class ScoredRule:
         return self.passes(self.score(images, reconstructions))
 
 
-class L1Below(ScoredRule):
+class ErrorBelow(ScoredRule):
+    """A pixel rule that an error per image, `error(images, reconstructions)` [B], is below
+    `threshold` (above 0: errors are unbounded); its score is minus the error."""
+
+    error: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    def __init__(self, threshold: float):
+        self.threshold = _positive(threshold, f"{type(self).__name__} threshold")
+
+    def score(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        """[B], higher is better: minus the error."""
+        return -self.error(images, reconstructions)
+
+    def passes(self, score: torch.Tensor) -> torch.Tensor:
+        return -score < self.threshold
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.threshold:g})"
+
+
+class L1Below(ErrorBelow):
     """The paper's rule: the raw reconstruction's mean absolute error is below `threshold`.
 
     The error is measured on the unclamped base-decoder output, as the paper's code does.
     """
 
     name = "l1"
+    error = staticmethod(l1_error)
 
     def __init__(self, threshold: float = 0.07):
-        self.threshold = _positive(threshold, "L1Below threshold")  # raw errors are unbounded
-
-    def score(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-        """[B], higher is better: minus the L1 error."""
-        return -l1_error(images, reconstructions)
-
-    def passes(self, score: torch.Tensor) -> torch.Tensor:
-        return -score < self.threshold
-
-    def __repr__(self) -> str:
-        return f"L1Below({self.threshold:g})"
+        super().__init__(threshold)
 
 
-class MSEBelow(ScoredRule):
+class MSEBelow(ErrorBelow):
     """The mean squared error of the reconstruction, clamped to [0, 1] as `decode` returns it, is
     below `threshold`."""
 
     name = "mse"
-
-    def __init__(self, threshold: float):
-        self.threshold = _positive(threshold, "MSEBelow threshold")
-
-    def score(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-        """[B], higher is better: minus the MSE."""
-        return -mse_error(images, reconstructions)
-
-    def passes(self, score: torch.Tensor) -> torch.Tensor:
-        return -score < self.threshold
-
-    def __repr__(self) -> str:
-        return f"MSEBelow({self.threshold:g})"
+    error = staticmethod(mse_error)
 
 
 class PSNRAbove(ScoredRule):

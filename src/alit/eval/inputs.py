@@ -77,9 +77,10 @@ def protocol(name: str) -> Protocol:
 
 
 def load_model(spec: str | Path | None, device: str | torch.device | None = None, precision: str | None = None):
-    """A tokenizer in eval mode from a checkpoint folder/file or a model name: "default" (the
-    bundled model), "paper/<name>" (downloaded on first use), "hf:org/name" (see `alit.resolve`),
-    computing in `precision` (`alit.precision`; None: the caller's context)."""
+    """The commands' `--checkpoint`, `--device` and `--precision`: `alit.load` (a checkpoint folder or
+    file, "default", "paper/<name>", "hf:org/name"; see `alit.resolve`) on the device asked for, with
+    one-line errors that name the option. Not a loader of its own: the command line's wording of
+    `alit.load`."""
     if spec is None:
         raise AlitError("--checkpoint CKPT is required (a folder made by `alit convert` or training)")
     device = default_device(device)  # a device this machine lacks fails before the model loads
