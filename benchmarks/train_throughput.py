@@ -28,7 +28,7 @@ def worker(args) -> dict:
 
     from alit.train.distill import DistillForward
     from alit.train.ema import EMA
-    from alit.train.loop import checkpoint_blocks, preset_config
+    from alit.train.loop import preset_config
     from alit.train.optim import adamw
     from alit.model.alit import ALIT
     from alit.model.halting import Halting
@@ -40,7 +40,7 @@ def worker(args) -> dict:
     model = ALIT(config).to(device)
     model.base.requires_grad_(False)
     if args.checkpointing:
-        checkpoint_blocks(model)
+        model.set_grad_checkpointing()
     step = DistillForward(model, (2.5, 2.0, 1.5, 1.25, 1.0, 1.0, 1.0, 1.0))
     opt = adamw(model, 1e-4, (0.9, 0.95), 0.05, device)
     ema = EMA(model, 0.9999)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from alit.base import KLVAE, VQGAN, build_base
+from alit.base import KLVAE, VQGAN, build_base, check_images
 from alit.config import BaseConfig
 
 from conftest import REFERENCE, reference_tensors
@@ -175,5 +175,22 @@ def test_build_base_and_input_checks():
         model.encode(torch.rand(1, 3, 33, 33))
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         model.encode(torch.rand(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="float"):
+        model.encode(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        model.encode(torch.rand(0, 3, 32, 32))
     with pytest.raises(ValueError, match="codes"):
         model.decode(torch.rand(1, 4, 2, 2))
+
+
+def test_one_image_check_serves_the_base_and_the_model():
+    from alit.model import alit as model_module
+
+    assert model_module.check_images is check_images
+    check_images(torch.rand(1, 3, 32, 32), size=32, multiple=8)
+    over = torch.rand(1, 3, 32, 32) + 1
+    check_images(over, multiple=8, values=False)  # the base encoders skip the value scan (a device sync)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        check_images(over, multiple=8)
+    with pytest.raises(ValueError, match=r"shape \[B, 3, 64, 64\]"):
+        check_images(over, size=64)

@@ -222,3 +222,42 @@ def test_bad_images_raise_value_error(bad, match):
     tok = alit.build("tiny")
     with pytest.raises(ValueError, match=match):
         tok.rollout(bad)
+
+
+def test_grad_checkpointing_keeps_gradients_and_keys():
+    """A switch on the model (as timm's): the same state-dict keys and the same gradients."""
+    small = dict(image_size=16, num_iters=2, encoder_width=64, decoder_width=64, encoder_heads=2,
+                 decoder_heads=2, halting="threshold", halting_threshold=0.0)  # every token halts
+    tok, plain = alit.build("tiny", **small), alit.build("tiny", **small)
+    plain.load_state_dict(tok.state_dict())
+    blocks = tok.config.encoder_depth + tok.config.decoder_depth
+    assert tok.set_grad_checkpointing() == blocks and tok.set_grad_checkpointing(True) == blocks  # idempotent
+    assert list(tok.state_dict()) == list(plain.state_dict())
+    x = images(tok)
+    for m in (plain, tok):
+        m.train().base.requires_grad_(False)
+        distill_loss(m.rollout(x, pixels=False)).total.backward()
+    for (n, p), q in zip(plain.named_parameters(), tok.parameters()):
+        assert (p.grad is None) == (q.grad is None), n
+        if p.grad is not None:
+            assert torch.equal(p.grad, q.grad), n
+    with torch.no_grad():  # no graph, nothing to recompute: the plain forward
+        assert torch.equal(tok.rollout(x).reconstructions[-1], plain.rollout(x).reconstructions[-1])
+    assert tok.set_grad_checkpointing(False) == blocks
+    assert not tok.encoder.blocks.grad_checkpointing and not tok.decoder.blocks.grad_checkpointing
+
+
+def test_quantize_false_feeds_the_decoder_the_quantizer_inputs():
+    """The quantiser warm-up of stage 1 is a keyword of the call, not a switch on the model."""
+    tok = alit.build("tiny")
+    x = images(tok)
+    with torch.no_grad():
+        plain = tok.rollout(x, pixels=False)
+        bypass = tok.rollout(x, pixels=False, quantize=False)
+        state = tok.start(x)
+        z = tok.encoder.latents(tok.encoder.blocks(state.x))  # iteration 0's quantiser inputs
+    assert torch.equal(bypass.latents[0], torch.nn.functional.normalize(z, dim=-1))
+    assert not torch.allclose(bypass.latents[0], plain.latents[0])
+    assert torch.equal(bypass.ids[0], plain.ids[0])  # ids as usual
+    assert all(q == 0 for q in bypass.quantizer_losses) and all(q > 0 for q in plain.quantizer_losses)
+    assert not hasattr(tok, "bypass_quantizer")

@@ -250,27 +250,6 @@ def test_cli(photos, tmp_path):
     assert bad.returncode == 2 and "batch_size must be an integer" in bad.stderr
 
 
-def test_activation_checkpointing_keeps_gradients_and_keys():
-    from alit.train.loop import checkpoint_blocks, preset_config
-    from alit.model.alit import ALIT
-
-    config = preset_config("tiny", {"image_size": 16, "num_iters": 2, "encoder_width": 64, "decoder_width": 64,
-                                    "encoder_heads": 2, "decoder_heads": 2, "base": {"latent_channels": 16}})
-    torch.manual_seed(0)
-    a = ALIT(config)
-    b = ALIT(config)
-    b.load_state_dict(a.state_dict())
-    assert checkpoint_blocks(b) == 4 and checkpoint_blocks(b) == 0  # encoder 2 + decoder 2 blocks, once
-    assert list(a.state_dict()) == list(b.state_dict())
-    images = torch.rand(2, 3, 16, 16)
-    for m in (a, b):
-        sum(c.square().mean() for c in m.rollout(images, "off", pixels=False).codes).backward()
-    for (n, p), q in zip(a.named_parameters(), b.parameters()):
-        assert (p.grad is None) == (q.grad is None), n
-        if p.grad is not None:
-            assert torch.allclose(p.grad, q.grad, atol=1e-6), n
-
-
 def test_fit_to_time_fits_the_schedule_to_the_measured_pace():
     from alit.train.loop import fit_to_time
 

@@ -175,3 +175,13 @@ def test_precision_resolves_per_device_and_warns_where_bf16_is_emulated():
     assert precision_note(torch.bfloat16, cpu, native=True) is None
     assert precision_note(None, cpu, native=False) is None  # fp32: nothing to say
     assert precision_note(torch.bfloat16, torch.device("cuda"), native=False) is None
+
+
+def test_a_retired_key_of_an_older_run_is_ignored(tmp_path):
+    """recipe.yaml of runs made before qkv_init_std was removed holds it at its default, None."""
+    old = tmp_path / "recipe.yaml"
+    old.write_text(R.dump(R.load("tiny", "distill")) + "qkv_init_std: null\n")
+    assert R.load(old, "distill") == R.load("tiny", "distill")
+    old.write_text(R.dump(R.load("tiny", "distill")) + "qkv_init_std: 0.1\n")
+    with pytest.raises(AlitError, match="qkv_init_std is no longer a recipe option"):
+        R.load(old, "distill")

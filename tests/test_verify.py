@@ -7,6 +7,9 @@ import torch
 
 from safetensors.torch import load_file
 
+import alit
+from alit.model.halting import Halting
+from alit.reference_tensors import rollout_tensors
 from alit.verify import TOLERANCES, verify_case, summarize
 
 from conftest import REFERENCE, run_alit
@@ -38,6 +41,24 @@ def test_reference_case_within_tolerance(case):
     worst = summarize(checks)
     assert worst["integer"] == (0.0, 0.0)
     assert worst["tokens"][0] <= TOLERANCES["tokens"][0] * 2  # atol + rtol * |ref|, |ref| ~ 1
+
+
+def test_intermediate_tensors_come_through_hooks_that_are_removed_after():
+    tok = alit.build("tiny", image_size=16, num_iters=3)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ours = rollout_tensors(tok, x, Halting("threshold", 0.0))  # every token halts
+    assert not any(m._forward_hooks for m in tok.modules())
+    with torch.no_grad():
+        roll = tok.rollout(x, Halting("threshold", 0.0))
+    N, T = tok.config.num_image_tokens, tok.config.num_iters
+    for t in range(T):
+        assert torch.equal(ours[f"iter{t}/decoded_code"], roll.codes[t])
+        L, W = tok.config.tokens_per_iter * (t + 1), tok.config.encoder_width
+        assert ours[f"iter{t}/encoder_in"].shape == ours[f"iter{t}/encoder_out"].shape == (2, 1 + N + L, W)
+        assert ours[f"iter{t}/latent_factorized"].shape == (2, L, tok.config.latent_dim)
+    # the paper's code also halts after the last iteration, which our rollout skips
+    halted = ours[f"iter{T - 1}/halting_x_out"][:, 1:1 + N]
+    assert torch.equal(halted, (tok.encoder.mask_token + tok.encoder.pos[1:1 + N]).expand(2, -1, -1))
 
 
 def test_cli_passes_every_case_and_fails_a_tampered_one(tmp_path):

@@ -5,7 +5,7 @@ outputs_halting, optionally outputs_halting_fixed_variant, and train_loss.json; 
 `.safetensors` (the cases in this repository, tests/reference/) or the paper-side `.pt` (a plain
 dict of tensors, read with weights_only=True). The format and every key: tests/reference/README.md.
 The model is built from the state dict by the same conversion as `alit convert`; every stored
-tensor and loss is recomputed.
+tensor and loss is recomputed (`reference_tensors`: the intermediate ones through forward hooks).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .convert import convert_state, map_alit_key, pick_state_dict
 from .errors import AlitError
 from .losses.distill import distill_loss
 from .model.halting import Halting
+from .reference_tensors import base_tensors, rollout_tensors
 from .safe_pickle import read_checkpoint
 from .tokenizer import AdaptiveTokenizer
 
@@ -142,37 +143,10 @@ class Case:
                                 f"config.json says {value}")
 
     # --- the tensors of one forward pass ------------------------------------------------------
-    def forward_trace(self, halting: Halting) -> dict:
-        trace = {}
-        with torch.no_grad():
-            self.model.rollout(self.images, halting, trace=trace)
-        return trace
-
-    def base_tensors(self) -> dict:
-        m, x = self.model, self.images
-        out = {}
-        with torch.no_grad():
-            if m.is_vqgan:
-                h = m.base.encode(x)
-                ids = m.base.quantize_ids(h)
-                code = m.base.codebook[ids].transpose(1, 2).reshape(h.shape)  # [B, C, G, G]
-                z_q = h + (code - h)  # the straight-through form the paper stores
-                out.update({"base/encoder_out_h": h, "base/gt_indices": ids, "base/z_q": z_q,
-                            "base/decode_z_q": m.base.decode(z_q),
-                            "base/decode_codebook_gt": m.base.decode(code)})
-            else:
-                mean, logvar = m.base.moments(x)
-                scaled = mean * m.config.base.scale_factor
-                out.update({"base/posterior_mean": mean, "base/posterior_logvar_clamped": logvar,
-                            "base/gt_latent_scaled": scaled,
-                            "base/decode_gt_latent_scaled": m.base.decode(scaled),
-                            "base/decode_posterior_mean": m.base.decode(mean)})
-        return out
-
-    def encode_tensors(self, trace: dict, threshold: float) -> dict:
+    def encode_tensors(self, tensors: dict, threshold: float) -> dict:
         """The paper's encode(): first iteration whose batch-mean L1 is below the threshold."""
         T = self.model.config.num_iters
-        l1 = torch.stack([(trace[f"iter{t}/reconstructed_imgs"] - self.images).abs().mean()
+        l1 = torch.stack([(tensors[f"iter{t}/reconstructed_imgs"] - self.images).abs().mean()
                           for t in range(T)])
         below = (l1 < threshold).nonzero()
         it = int(below[0]) if len(below) else int(l1.argmin())
@@ -182,8 +156,8 @@ class Case:
     # --- the checks, file by file --------------------------------------------------------------
     def check_outputs(self, name: str = "outputs.pt") -> list[Check]:
         ref = load_tensors(self.folder / name)
-        ours = self.forward_trace(Halting("off"))
-        ours.update(self.base_tensors())
+        ours = rollout_tensors(self.model, self.images, Halting("off"))
+        ours.update(base_tensors(self.model, self.images))
         if "encode/threshold" in ref:
             thr = float(ref["encode/threshold"])
             ours.update(self.encode_tensors(ours, thr))
@@ -200,7 +174,7 @@ class Case:
             if any(d is None for d in draws):
                 return [Check(name, "iter*/bernoulli_draw", "integer", math.nan, math.nan, False,
                               "the stored Bernoulli draws are needed to check stochastic halting")]
-        ours = self.forward_trace(Halting(mode, thr, draws=draws))
+        ours = rollout_tensors(self.model, self.images, Halting(mode, thr, draws=draws))
         masks = [ours.get(f"iter{t}/drop_mask", ours.get(f"iter{t}/intended_drop_mask")) for t in range(T)]
         if mode == "paper" and not self.model.is_vqgan:
             masks = [torch.zeros_like(m) for m in masks]  # the paper's VAE halting is a no-op
@@ -210,7 +184,7 @@ class Case:
         if "halting_meta/bernoulli_seed" in ref:  # how the stored draws were made: an input
             ours["halting_meta/bernoulli_seed"] = ref["halting_meta/bernoulli_seed"]
         if "halting_meta/identical_to_no_halting" in ref:
-            plain = self.forward_trace(Halting("off"))
+            plain = rollout_tensors(self.model, self.images, Halting("off"))
             same = all(torch.equal(ours[k], plain[k]) for k in plain if k in ours and "halting" not in k)
             ours["halting_meta/identical_to_no_halting"] = torch.tensor(same)
         if "halting_meta/NOT_OFFICIAL_fixed_indexing_bug" in ref:

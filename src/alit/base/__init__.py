@@ -23,10 +23,11 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..config import BaseConfig
+from .blocks import check_images
 from .vae import KLVAE
 from .vqgan import VQGAN
 
-__all__ = ["VQGAN", "KLVAE", "build_base"]
+__all__ = ["VQGAN", "KLVAE", "build_base", "check_images"]
 
 
 def build_base(cfg: BaseConfig, image_size: int) -> nn.Module:

@@ -82,10 +82,26 @@ class Middle(nn.Module):
         return self.block_2(x)
 
 
-def check_images(images: Tensor, downsample: int) -> None:
-    """Raise unless `images` is [B, 3, H, W] with H and W multiples of the downsampling factor."""
+def check_images(images: Tensor, size: int | None = None, multiple: int = 1, *,
+                 values: bool = True) -> None:
+    """Raise ValueError unless `images` is a non-empty float tensor [B, 3, H, W] with H = W = `size`
+    (when given) and H, W multiples of `multiple`; with `values`, also pixels in [0, 1] (one pass,
+    one device sync: the base encoders skip it, the model's entry points have made it)."""
+    if not isinstance(images, Tensor):
+        raise ValueError(f"expected images as a torch.Tensor, got {type(images).__name__}")
+    if size is not None and tuple(images.shape[1:]) != (3, size, size):
+        raise ValueError(f"expected images of shape [B, 3, {size}, {size}], got {list(images.shape)}")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images [B, 3, H, W], got {list(images.shape)}")
-    if images.shape[2] % downsample or images.shape[3] % downsample:
+    if images.shape[2] % multiple or images.shape[3] % multiple:
         raise ValueError(f"image size {list(images.shape[2:])} is not a multiple of the base "
-                         f"downsampling {downsample}")
+                         f"downsampling {multiple}")
+    if not images.is_floating_point():
+        raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype} "
+                         f"(divide uint8 images by 255)")
+    if images.shape[0] == 0:
+        raise ValueError("expected at least one image, got an empty batch")
+    if values:
+        lo, hi = torch.stack(torch.aminmax(images.detach())).tolist()
+        if lo < -1e-3 or hi > 1 + 1e-3 or lo != lo or hi != hi:
+            raise ValueError(f"expected images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")

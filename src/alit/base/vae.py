@@ -173,7 +173,7 @@ class KLVAE(nn.Module):
     def moments(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Images [B, 3, H, W] in [0, 1] -> posterior (mean, logvar), each [B, e, G, G];
         logvar clamped to [-30, 20]."""
-        check_images(images, self.cfg.downsample)
+        check_images(images, multiple=self.cfg.downsample, values=False)
         moments = self.quant_conv(self.encoder(images))  # [B, 2e, G, G]
         mean, logvar = moments.chunk(2, dim=1)
         return mean, logvar.clamp(*LOGVAR_RANGE)

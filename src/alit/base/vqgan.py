@@ -136,7 +136,7 @@ class VQGAN(nn.Module):
 
     def encode(self, images: Tensor) -> Tensor:
         """Images [B, 3, H, W] in [0, 1], used as given -> pre-quantisation features h [B, C, G, G]."""
-        check_images(images, self.cfg.downsample)
+        check_images(images, multiple=self.cfg.downsample, values=False)
         return self.encoder(images)
 
     def quantize_ids(self, h: Tensor) -> Tensor:

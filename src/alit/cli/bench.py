@@ -6,18 +6,17 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
+from ..bench import bench, format_iterations, format_table, profile_iterations
 from ..errors import AlitError
+from ..eval.inputs import check_not_an_image, default_device
 from ..precision import PRECISIONS
-from .options import PRECISION_HELP
+from ..tokenizer import build, load
+from .options import PRECISION_HELP, add_device_arg, at_least
 
 
 def run(args) -> int:
-    import torch
-
-    from ..bench import bench, format_iterations, format_table, profile_iterations
-    from ..eval.inputs import check_not_an_image, default_device
-    from ..tokenizer import build, load
-
     _check(args)
     device = default_device(args.device)  # a device this machine lacks fails before the model loads
     if args.preset is not None:
@@ -52,9 +51,8 @@ def _check(args) -> None:
         raise AlitError("give exactly one of --checkpoint CKPT and --preset NAME (e.g. --preset small)")
     if args.preset is None and args.checkpoint is None:
         args.checkpoint = "default"
-    for flag, value in (("--batch-size", args.batch_size), ("--repeats", args.repeats)):
-        if value < 1:
-            raise AlitError(f"{flag} must be at least 1, got {value}")
+    at_least(args.batch_size, 1, "--batch-size")
+    at_least(args.repeats, 1, "--repeats")
     if args.out and Path(args.out).is_dir():
         raise AlitError(f"--out {args.out}: is a folder; --out names the JSON file to write")
     if args.out and not Path(args.out).parent.is_dir():  # said now, not after the whole benchmark
@@ -93,6 +91,6 @@ def add_parser(sub) -> None:
                    help="also the older per-iteration profile of a rollout (encoder, latent decoder, pixel "
                    "decode of each length); its hooks synchronise inside the rollout, so it runs apart")
     s.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
-    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_device_arg(s)
     s.set_defaults(func=run)
 

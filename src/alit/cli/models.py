@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 
+from .. import resolve, weights
 from ..errors import AlitError
 
 
-def cmd_models(args) -> int:
-    from .. import resolve
-
+def run(args) -> int:
     if args.remove:
         gone = resolve.remove(args.remove)
         print(f"{args.remove}: removed {', '.join(map(str, gone))}" if gone
@@ -20,7 +19,7 @@ def cmd_models(args) -> int:
         folder = resolve.fetch_paper(args.download, keep_original=args.keep_original)
         print(f"{args.download}: {folder}")
         return 0
-    rows = [("default", "bundled", str(resolve.weights.DEFAULT_MODEL), _describe_bundled())]
+    rows = [("default", "bundled", str(weights.DEFAULT_MODEL), _describe_bundled())]
     for name, model in resolve.PAPER_MODELS.items():
         cached = "cached" if resolve.is_cached(name) else "not cached"
         rows.append((name, cached, str(resolve.cache_path(name)), f"{model.describe()}; file {model.file}"))
@@ -36,8 +35,6 @@ def cmd_models(args) -> int:
 
 def _describe_bundled() -> str:
     """What the bundled model is, read from its own config.json (it is replaced from time to time)."""
-    from .. import weights
-
     try:
         meta = json.loads((weights.DEFAULT_MODEL / weights.CONFIG_FILE).read_text())
         c = meta["config"]
@@ -50,7 +47,7 @@ def _describe_bundled() -> str:
         return "missing from this install"
 
 
-def add_models_parser(sub) -> None:
+def add_parser(sub) -> None:
     s = sub.add_parser("models", help="the model names (bundled, the paper's), cached or not; download or remove",
                        description="List every model name that alit.load and --checkpoint take: `default` (the "
                        "bundled model) and the paper's released checkpoints and base tokenizers (paper/...), each "
@@ -63,4 +60,4 @@ def add_models_parser(sub) -> None:
                    help="download and convert a paper model now (as its first use would)")
     s.add_argument("--keep-original", action="store_true",
                    help="with --download: also keep the released file in CACHE/downloads/")
-    s.set_defaults(func=cmd_models)
+    s.set_defaults(func=run)

@@ -5,15 +5,19 @@ import argparse
 import sys
 from pathlib import Path, PurePosixPath
 
+from .. import dist
+from ..criteria import parse_criterion
 from ..errors import AlitError
+from ..eval.inputs import load_model
+from ..images import save_png
+from ..tokens import TokenDataset
+from ..tokens.job import Options, tokenize
 from .names import unique_names
-from .options import add_precision_arg
+from .options import add_batch_size_arg, add_checkpoint_arg, add_criterion_arg, add_device_arg, \
+    add_precision_arg, at_least, check_criterion, print_table
 
 
-def cmd_tokenize(args) -> int:
-    from ..criteria import parse_criterion
-    from .. import dist
-
+def run_tokenize(args) -> int:
     given = [m for m in ("num_tokens", "criterion", "mean_tokens") if getattr(args, m) is not None]
     if len(given) > 1:
         raise AlitError("give one of --num-tokens, --criterion and --mean-tokens")
@@ -21,8 +25,7 @@ def cmd_tokenize(args) -> int:
         raise AlitError(f"--batch-size must be at least 1 and --workers at least 0, got {args.batch_size} "
                         f"and {args.workers}")
     precision = _precision(args)
-    if args.criterion is not None:
-        parse_criterion(args.criterion)  # a bad rule fails before the model loads
+    check_criterion(args.criterion)  # a bad rule fails before the model loads
     device = dist.init()
     try:
         world = dist.world_size()
@@ -48,17 +51,13 @@ def cmd_tokenize(args) -> int:
                  f"{c['fixed_length']['mean_l1']:.4f}"],
                 [f"threshold l1:{c['threshold_rule']['threshold']:.4g}",
                  f"{c['threshold_rule']['mean_tokens']:.2f}", f"{c['threshold_rule']['mean_l1']:.4f}"]]
-        _print_table(rows)
+        print_table(rows)
     print(f"{args.out}/index.json")
     return 0
 
 
 def _tokenize(args, given: list[str], precision: str, device, rank: int, world: int) -> dict | None:
     """Load the model, check the length options against it, and run the job (`tokens/job.py`)."""
-    from ..criteria import parse_criterion
-    from ..eval.inputs import load_model
-    from ..tokens.job import Options, tokenize
-
     tok = load_model(args.checkpoint, device)
     mode = given[0] if given else "criterion"
     value = getattr(args, mode) if given else tok.config.criterion
@@ -88,13 +87,8 @@ def _precision(args) -> str:
     return args.dtype
 
 
-def cmd_decode(args) -> int:
-    from ..eval.inputs import load_model
-    from ..images import save_png
-    from ..tokens import TokenDataset
-
-    if args.batch_size < 1:
-        raise AlitError(f"--batch-size must be at least 1, got {args.batch_size}")
+def run_decode(args) -> int:
+    at_least(args.batch_size, 1, "--batch-size")
     ds = TokenDataset(args.dir)
     tok = load_model(args.checkpoint or ds.index["model"]["checkpoint"], args.device)
     ds.check_model(tok)
@@ -129,13 +123,7 @@ def output_names(keys: list[str]) -> dict[str, str]:
     return dict(zip(keys, unique_names(stems, ".png")))
 
 
-def _print_table(table: list[list[str]]) -> None:
-    widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
-    for r in table:
-        print("  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths))))
-
-
-def add_parsers(sub) -> None:
+def add_parser(sub) -> None:
     _add_tokenize_parser(sub)
     _add_decode_parser(sub)
 
@@ -157,18 +145,13 @@ def _add_tokenize_parser(sub) -> None:
         "with pyarrow, pandas, `datasets`, or alit.TokenDataset(DIR).")
     s.add_argument("data", metavar="DATA", help="image folder, or WebDataset shards (.tar, dir/{0000..0099}.tar)")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder (new, empty, or this run's own)")
-    s.add_argument("--checkpoint", default="default", metavar="CKPT",
-                   help="model folder (model.safetensors + config.json), or 'default' for the bundled model")
+    add_checkpoint_arg(s)
     s.add_argument("--num-tokens", type=int, default=None, metavar="N", help="every image gets N tokens")
-    s.add_argument("--criterion", default=None, metavar="NAME:VALUE",
-                   help="the shortest length this rule accepts, per image: l1:T, psnr:DB, mse:T, ssim:S judged on the "
-                   "8-bit reconstruction, or the pixel-free conf:P, code:T (default: the model's own). A pixel rule "
-                   "can add +gain:G: a length is also good enough once its block of tokens gained less than G "
-                   "(e.g. ssim:0.48+gain:0.001)")
+    add_criterion_arg(s, "the shortest length this rule accepts, per image")
     s.add_argument("--mean-tokens", type=float, default=None, metavar="N",
                    help="a budget for the whole data set: lengths that make the total L1 smallest with a mean "
                    "of at most N tokens (a first pass measures every image at every length)")
-    s.add_argument("--batch-size", type=int, default=32, metavar="B", help="images per batch (default 32)")
+    add_batch_size_arg(s, 32)
     add_precision_arg(s, default=None)  # None: fp32, unless the older --dtype names one
     s.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help=argparse.SUPPRESS)  # deprecated
     s.add_argument("--part-size", type=int, default=256, metavar="N",
@@ -176,11 +159,11 @@ def _add_tokenize_parser(sub) -> None:
     s.add_argument("--workers", type=int, default=None, metavar="N",
                    help="processes decoding images ahead of the model, across parts, into pinned memory on CUDA "
                    "(default: min(4, CPUs per process); 0: in the main process, no reading ahead)")
-    s.add_argument("--device", default=None,
-                   help="torch device of a single process (default: cuda if available, else cpu); under torchrun "
-                   "with several processes each takes its own, cuda:LOCAL_RANK (else cpu), and --device is refused")
+    add_device_arg(s, help="torch device of a single process (default: cuda if available, else cpu); under "
+                   "torchrun with several processes each takes its own, cuda:LOCAL_RANK (else cpu), and --device "
+                   "is refused")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.set_defaults(func=cmd_tokenize)
+    s.set_defaults(func=run_tokenize)
 
 
 def _add_decode_parser(sub) -> None:
@@ -192,6 +175,6 @@ def _add_decode_parser(sub) -> None:
     s.add_argument("--keys", nargs="+", default=None, metavar="KEY", help="only these images (default: all)")
     s.add_argument("--checkpoint", default=None, metavar="CKPT",
                    help="the model (default: the one index.json names); it must be the model that made the tokens")
-    s.add_argument("--batch-size", type=int, default=16, metavar="B", help="images per batch (default 16)")
-    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    s.set_defaults(func=cmd_decode)
+    add_batch_size_arg(s, 16)
+    add_device_arg(s)
+    s.set_defaults(func=run_decode)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import build_base
+from ..base import build_base, check_images
 from ..config import ModelConfig
 from ..precision import check_precision, compute_in
 from .decoder import LatentDecoder
@@ -78,7 +78,11 @@ class RolloutState:
 
 
 class ALIT(nn.Module):
-    """Base 2D tokenizer + recurrent encoder + (optional) latent quantiser + latent decoder."""
+    """Base 2D tokenizer + recurrent encoder + (optional) latent quantiser + latent decoder.
+
+    Training switches are the caller's: `rollout(..., quantize=False)` bypasses the quantiser (a
+    warm-up), `set_grad_checkpointing()` recomputes the transformer blocks in backward.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -89,7 +93,6 @@ class ALIT(nn.Module):
                           if config.quantize else None)
         self.latent_norm = (LatentStandardizer(config.num_iters, config.max_tokens, config.latent_dim)
                             if config.latent_norm else None)
-        self.bypass_quantizer = False  # set only by training (a quantiser warm-up)
         out_dim = config.base.codebook_size if self.is_vqgan else config.base.latent_channels
         self.decoder = LatentDecoder(config, out_dim)
         self.apply(_init_weights)
@@ -124,41 +127,36 @@ class ALIT(nn.Module):
         return self.base.decode(z).contiguous()  # [B, 3, H, W]
 
     # --- one rollout iteration, in pieces that encode() also uses ----------------------------
-    def start(self, images: torch.Tensor, generator: torch.Generator | None = None,
-              trace: dict | None = None) -> RolloutState:
+    def start(self, images: torch.Tensor, generator: torch.Generator | None = None) -> RolloutState:
         images = images.to(dtype=self.dtype)  # a bfloat16 model takes bfloat16 pixels; no copy otherwise
         targets = self.targets(images, generator)
-        tokens = self.encoder.image_tokens(images, targets.features, trace)  # [B, N, W]
-        x = self.encoder.start(tokens, trace)  # [B, 1+N+L0, W]
-        if trace is not None:
-            trace["pre/encoder_ln_pre_out"] = x
-            trace["pre/decoder_masked_2d_tokens"] = self.decoder.queries(images.shape[0])
+        tokens = self.encoder.image_tokens(images, targets.features)  # [B, N, W]
+        x = self.encoder.start(tokens)  # [B, 1+N+L0, W]
         return RolloutState(x, targets)
 
-    def bottleneck(self, factorized: torch.Tensor, trace: dict | None = None, t: int = 0):
-        """Factorised latents [B, L, d] -> (decoder latents, ids or None, quantiser loss)."""
+    def bottleneck(self, factorized: torch.Tensor, t: int = 0, *, quantize: bool = True):
+        """Factorised latents [B, L, d] of iteration t -> (decoder latents, ids or None, quantiser loss).
+
+        quantize=False (a training warm-up, `quantizer_warmup` of train/distill.py): the decoder
+        reads the quantiser's normalised inputs themselves; ids as usual, no quantiser loss.
+        """
         if self.latent_norm is not None:
             factorized = self.latent_norm(factorized, t)
         if self.quantizer is None:
             return factorized, None, factorized.new_zeros(())
         q = self.quantizer(factorized)
-        if self.bypass_quantizer:
-            # a training warm-up (`quantizer_warmup` of train/distill.py): the decoder reads the
-            # normalised inputs themselves; ids as usual, no quantiser loss
+        if not quantize:
             return F.normalize(factorized, dim=-1), q.ids, factorized.new_zeros(())
-        if trace is not None:
-            trace[f"iter{t}/quantizer_commitment_loss"] = q.commitment_loss
-            trace[f"iter{t}/quantizer_codebook_loss"] = q.codebook_loss
         return q.latents, q.ids, q.loss
 
-    def decode_latents(self, latents: torch.Tensor, trace: dict | None = None, t: int = 0):
+    def decode_latents(self, latents: torch.Tensor):
         """Latents [B, L, d] -> (base logits [B, N, K] or None, predicted code [B, N, Cb])."""
-        logits, _, codes = self._decode_latents(latents, trace, t)
+        logits, _, codes = self._decode_latents(latents)
         return logits, codes
 
-    def _decode_latents(self, latents: torch.Tensor, trace: dict | None = None, t: int = 0):
+    def _decode_latents(self, latents: torch.Tensor):
         """As `decode_latents`, plus the softmax (float32) of the logits, so nothing computes it twice."""
-        out = self.decoder(latents, trace, t)
+        out = self.decoder(latents)
         if not self.is_vqgan:
             return None, None, out
         probs = out.softmax(-1, dtype=torch.float32)  # [B, N, K]
@@ -167,30 +165,24 @@ class ALIT(nn.Module):
         codes = probs.to(codebook.dtype) @ codebook  # [B, N, Cb]
         return out, probs, codes
 
-    def iterate(self, state: RolloutState, t: int, halting: Halting, trace: dict | None = None,
-                last: bool = False, *, decode: bool = True, grow: bool | None = None) -> Step:
+    def iterate(self, state: RolloutState, t: int, halting: Halting, last: bool = False, *,
+                decode: bool = True, grow: bool | None = None, quantize: bool = True) -> Step:
         """Run iteration t on the state (advancing it to t + 1 unless last).
 
-        decode=False: skip the latent decoder unless halting, error feedback (or a trace) needs its
+        decode=False: skip the latent decoder unless halting or error feedback needs its
         prediction; the Step then has no logits, probs or codes. Tokens alone need no decoder.
         grow=False: leave iteration t + 1's latent seed for the caller to append (`encoder.grow`),
-        halting after t as usual; None: grow unless last.
+        halting after t as usual; None: grow unless last. quantize: as in `bottleneck`.
         """
-        if trace is not None:
-            trace[f"iter{t}/encoder_in"] = state.x
         x = self.encoder.blocks(state.x)  # [B, 1+N+L, W]
-        if trace is not None:
-            trace[f"iter{t}/encoder_out"] = x
-        factorized = self.encoder.latents(x, trace, t)  # [B, L, d]
-        latents, ids, qloss = self.bottleneck(factorized, trace, t)
+        factorized = self.encoder.latents(x)  # [B, L, d]
+        latents, ids, qloss = self.bottleneck(factorized, t, quantize=quantize)
         # the paper's code also halts after the last iteration; that changes no output
-        halts = halting.mode != "off" and (not last or trace is not None)
+        halts = halting.mode != "off" and not last
         feeds = self.encoder.feedback is not None and not last
         logits = probs = codes = None
-        if decode or halts or feeds or trace is not None:
-            logits, probs, codes = self._decode_latents(latents, trace, t)
-        if trace is not None:
-            _trace_step(trace, t, latents, ids, qloss, logits, probs, codes, state.targets)
+        if decode or halts or feeds:
+            logits, probs, codes = self._decode_latents(latents)
         # the code error [B, N, Cb]: what error feedback adds, and what halts a VAE-based model
         error = codes - state.targets.codes if feeds or (halts and probs is None) else None
         if feeds:
@@ -202,11 +194,9 @@ class ALIT(nn.Module):
                 gt_prob = probs.gather(-1, state.targets.ids[..., None])[..., 0]  # [B, N]
             else:
                 err = error.abs().mean(-1)  # [B, N]
-            halted = halting.mask(t, gt_prob, err, trace)
+            halted = halting.mask(t, gt_prob, err)
             if halted is not None:
                 x = self.encoder.halt(x, halted)
-            if trace is not None:
-                trace[f"iter{t}/halting_x_out"] = x
         grow = not last if grow is None else grow
         state.x = self.encoder.grow(x, t + 1) if grow else x
         return Step(latents, ids, logits, codes, qloss, halted, probs)
@@ -224,37 +214,31 @@ class ALIT(nn.Module):
     # --- the public contract -------------------------------------------------------------------
     def rollout(self, images: torch.Tensor, halting: str | Halting | None = None, *,
                 num_iters: int | None = None, pixels: bool = True,
-                generator: torch.Generator | None = None, trace: dict | None = None,
+                generator: torch.Generator | None = None, quantize: bool = True,
                 precision: str | torch.dtype | None = None, dtype: torch.dtype | None = None) -> Rollout:
         """Every length at once (docs/design.md 2.1). images: float [B, 3, H, W] in [0, 1].
 
         halting: "off", "threshold", "paper", a `Halting` (for injected draws), or None for the
         model's default. num_iters: run only the first iterations. pixels: decode images too.
-        generator: VAE posterior sampling, when the base samples. precision: "fp32", "tf32",
+        generator: VAE posterior sampling, when the base samples. quantize=False: the decoder reads
+        the quantiser's normalised inputs (a training warm-up; ids as usual, no quantiser loss).
+        precision: "fp32", "tf32",
         "bf16" or "fp16" (`alit.precision`; the weights stay as they are; outputs of autocast
         layers are then in that precision); None: the caller's context. dtype: the same, as
         torch.float32 / torch.bfloat16 / torch.float16 (older spelling).
         """
         check_images(images, self.config.image_size)
         with compute_in(pick_precision(precision, dtype), images.device):
-            return self._rollout(images, halting, num_iters, pixels, generator, trace)
+            return self._rollout(images, halting, num_iters, pixels, generator, quantize)
 
-    def _rollout(self, images, halting, num_iters, pixels, generator, trace) -> Rollout:
+    def _rollout(self, images, halting, num_iters, pixels, generator, quantize) -> Rollout:
         T = self.config.num_iters if num_iters is None else num_iters
         if not 1 <= T <= self.config.num_iters:
             raise ValueError(f"num_iters must be in 1..{self.config.num_iters}, got {T}")
         halt = self.resolve_halting(halting, images.device)
-        state = self.start(images, generator, trace)
-        steps = []
-        for t in range(T):
-            step = self.iterate(state, t, halt, trace, last=t == T - 1)
-            steps.append(step)
-        recons = None
-        if pixels:
-            recons = [self.codes_to_images(s.codes) for s in steps]
-            if trace is not None:
-                for t, r in enumerate(recons):
-                    trace[f"iter{t}/reconstructed_imgs"] = r
+        state = self.start(images, generator)
+        steps = [self.iterate(state, t, halt, last=t == T - 1, quantize=quantize) for t in range(T)]
+        recons = [self.codes_to_images(s.codes) for s in steps] if pixels else None
         quantized = self.quantizer is not None
         return Rollout(
             latents=[s.latents for s in steps],
@@ -271,6 +255,15 @@ class ALIT(nn.Module):
         if self.quantizer is None:
             raise ValueError("this model has continuous latents: it has no token ids")
         return self.quantizer.lookup(ids)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> int:
+        """Recompute the encoder's and decoder's transformer blocks in backward (as timm's models):
+        less activation memory for ~1/3 more compute, the same gradients and state-dict keys.
+        Returns the number of blocks the switch covers."""
+        stacks = (self.encoder.blocks, self.decoder.blocks)
+        for blocks in stacks:
+            blocks.grad_checkpointing = enable
+        return sum(len(blocks) for blocks in stacks)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -312,33 +305,6 @@ def _lower_precision(x: torch.Tensor) -> bool:
         return torch.is_autocast_enabled(x.device.type)
     except TypeError:  # torch < 2.4 takes no device type
         return torch.is_autocast_cpu_enabled() if x.device.type == "cpu" else torch.is_autocast_enabled()
-
-
-def check_images(images: torch.Tensor, size: int) -> None:
-    """Raise ValueError unless images is float [B, 3, size, size] with values in [0, 1]."""
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"expected images as a torch.Tensor, got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (size, size):
-        raise ValueError(f"expected images of shape [B, 3, {size}, {size}], got {list(images.shape)}")
-    if not images.is_floating_point():
-        raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype} "
-                         f"(divide uint8 images by 255)")
-    if images.shape[0] == 0:
-        raise ValueError("expected at least one image, got an empty batch")
-    lo, hi = torch.stack(torch.aminmax(images.detach())).tolist()  # one pass, one device sync
-    if lo < -1e-3 or hi > 1 + 1e-3 or lo != lo or hi != hi:
-        raise ValueError(f"expected images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
-
-
-def _trace_step(trace, t, latents, ids, qloss, logits, probs, codes, targets):
-    if ids is not None:
-        trace[f"iter{t}/latent_quantized"] = latents
-        trace[f"iter{t}/quantizer_indices"] = ids
-        trace[f"iter{t}/quantizer_loss"] = qloss
-    if logits is not None:
-        trace[f"iter{t}/decoder_logits"] = logits
-        trace[f"iter{t}/pred_gt_index_prob"] = probs.gather(-1, targets.ids[..., None])[..., 0]
-    trace[f"iter{t}/decoded_code"] = codes
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -32,12 +32,10 @@ class LatentDecoder(nn.Module):
         q = torch.cat([self.cls[None], self.mask_token.expand(1, N, -1)], 1) + self.pos
         return q.expand(batch, -1, -1)
 
-    def forward(self, latents: torch.Tensor, trace: dict | None = None, t: int = 0) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
         B, L, _ = latents.shape
         z = self.from_latent(latents) + self.latent_pos[:L]  # [B, L, W]
         x = torch.cat([self.queries(B), z], 1)  # [B, 1+N+L, W]
-        if trace is not None:
-            trace[f"iter{t}/decoder_ln_pre_in"] = x
         # only the N query outputs are read: the last block computes no others
         x = self.blocks(self.ln_pre(x), rows=slice(1, 1 + self.num_image_tokens))  # [B, N, W]
         return self.head(self.ln_post(x))

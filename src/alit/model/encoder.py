@@ -41,11 +41,9 @@ class RecurrentEncoder(nn.Module):
         self.feedback = nn.Linear(cfg.base.latent_channels, W) if cfg.error_feedback else None
         self.num_image_tokens = N
 
-    def image_tokens(self, images: torch.Tensor, features: torch.Tensor, trace: dict | None = None):
+    def image_tokens(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """images [B, 3, H, W], base features [B, Cb, G, G] -> unit-norm tokens [B, N, W]."""
         patches = self.patch_embed(images)  # [B, W - Cb, G, G]
-        if trace is not None:
-            trace["pre/patch_embed_out"] = patches
         tokens = torch.cat([features, patches], 1).flatten(2).transpose(1, 2)  # [B, N, W]
         return F.normalize(tokens, dim=-1)
 
@@ -53,32 +51,24 @@ class RecurrentEncoder(nn.Module):
         seed = self.latent_tokens + self.latent_pos + self.step_emb[t]  # [L0, W]
         return seed.expand(batch, -1, -1)
 
-    def start(self, tokens: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
+    def start(self, tokens: torch.Tensor) -> torch.Tensor:
         """Image tokens [B, N, W] -> the iteration-0 sequence [B, 1+N+L0, W]."""
         B = tokens.shape[0]
         x = torch.cat([self.cls.expand(B, 1, -1), tokens], 1) + self.pos  # [B, 1+N, W]
         x = torch.cat([x, self._seed(0, B)], 1)  # [B, 1+N+L0, W]
-        if trace is not None:
-            trace["pre/encoder_ln_pre_in"] = x
         return self.ln_pre(x)
 
     def grow(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """Append the latent seed of iteration t; the whole sequence goes through ln_recur."""
         return self.ln_recur(torch.cat([x, self._seed(t, x.shape[0])], 1))
 
-    def latents(self, x: torch.Tensor, trace: dict | None = None, t: int = 0) -> torch.Tensor:
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder output [B, 1+N+L, W] -> factorised latents [B, L, d], in the weights' dtype under
         any autocast: they choose the ids, and their bf16 rounding alone changed the length the
         bundled model's rule chose for 1 image in 10 (benchmarks/results/precision_agreement.md)."""
         z = x[:, 1 + self.num_image_tokens:]  # [B, L, W]
         with exact_float32(z.device.type):
-            zn = self.ln_post(z.to(self.ln_post.weight.dtype))
-            out = self.to_latent(zn)
-        if trace is not None:
-            trace[f"iter{t}/latent_tokens_pre_ln_post"] = z
-            trace[f"iter{t}/latent_tokens_post_ln_post"] = zn
-            trace[f"iter{t}/latent_factorized"] = out
-        return out
+            return self.to_latent(self.ln_post(z.to(self.ln_post.weight.dtype)))
 
     def feed(self, x: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
         """Add the projected code error [B, N, Cb] of the iteration just run to the image tokens of x."""

@@ -33,8 +33,8 @@ class Halting:
         if self.mode not in HALTING_MODES:
             raise ValueError(f"halting must be one of {HALTING_MODES}, got {self.mode!r}")
 
-    def mask(self, t: int, gt_prob: torch.Tensor | None, code_error: torch.Tensor | None,
-             trace: dict | None = None) -> torch.Tensor | None:
+    def mask(self, t: int, gt_prob: torch.Tensor | None,
+             code_error: torch.Tensor | None) -> torch.Tensor | None:
         """The halting mask [B, N] (bool) after iteration t, or None when nothing can halt.
 
         gt_prob: VQGAN base, probability of each token's ground-truth id [B, N].
@@ -46,16 +46,8 @@ class Halting:
             above = gt_prob >= self.threshold
             if self.mode == "threshold":
                 return above
-            draw = self._draw(t, gt_prob)
-            if trace is not None:
-                trace[f"iter{t}/bernoulli_p"] = gt_prob
-                trace[f"iter{t}/bernoulli_draw"] = draw
-                trace[f"iter{t}/drop_mask"] = (draw.bool() & above).float()
-            return draw.bool() & above
+            return self._draw(t, gt_prob).bool() & above
         intended = code_error < self.threshold
-        if trace is not None:
-            trace[f"iter{t}/halting_abs_err_mean"] = code_error
-            trace[f"iter{t}/intended_drop_mask"] = intended.float()
         return intended if self.mode == "threshold" else None
 
     def _draw(self, t: int, p: torch.Tensor) -> torch.Tensor:

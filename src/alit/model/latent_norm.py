@@ -1,8 +1,7 @@
 """Ours, not the paper's: standardise the factorised latents before the quantiser and decoder.
 
-Why (issue #12): at initialisation what every image shares is over 99% of the latents, so the decoder
-learns each position's mean code first and stage 1 sits on a saddle; standardising over the images,
-per iteration, position and channel, gives what differs unit scale from the first step on.
+Why: at initialisation what all images share drowns what differs, and stage 1 stalls on each
+position's mean code (history and the A/B: benchmarks/results/default_model_log.md, sections 3-4).
 
 Like batch norm: batch statistics in training (of the global batch under DDP, see `reduce`), their
 running averages at inference, so a batch of one image encodes as it would in any batch. The
@@ -22,7 +21,7 @@ class LatentStandardizer(nn.Module):
     """[B, L, d] factorised latents of iteration t -> (z - mean) / std per (t, position, channel).
 
     reduce: the element-wise sum over the processes that train together, differentiable, or None
-    (this process alone). `train.dist.wrap` sets it under DDP: the rank helpers live there, and
+    (this process alone). `alit.dist.wrap` sets it under DDP: the rank helpers live there, and
     model/ imports nothing from train/. With it, every process takes the statistics of the global
     batch (as SyncBatchNorm), also for a micro-batch of one image, and so updates the same averages.
     """

@@ -12,9 +12,8 @@ from ..errors import AlitError
 from ..losses.distill import distill_loss
 from ..model.alit import ALIT
 from ..model.halting import Halting
-from ..model.layers import Attention
 from .codebooks import latent_quantizer_restarter
-from .loop import Stage, checkpoint_blocks, preset_config
+from .loop import Stage, preset_config
 from .sources import load_base, load_init
 
 __all__ = ["DistillStage"]
@@ -28,8 +27,8 @@ class DistillForward(nn.Module):
         self.model = model
         self.weights = tuple(weights)
 
-    def forward(self, images: torch.Tensor, halting: Halting):
-        roll = self.model.rollout(images, halting, pixels=False)
+    def forward(self, images: torch.Tensor, halting: Halting, quantize: bool = True):
+        roll = self.model.rollout(images, halting, pixels=False, quantize=quantize)
         out = distill_loss(roll, self.weights)
         logs = {"loss": out.total}
         for t, (nll, code, q) in enumerate(zip(out.nll, out.code, out.quantizer)):
@@ -80,9 +79,6 @@ class DistillStage(Stage):
                 model.base.load_state_dict(base.state_dict())
                 log(f"base tokenizer: {where} ({base.cfg.kind}, {sum(p.numel() for p in base.parameters()):,} "
                     f"parameters), frozen")
-        if resume_config is None and recipe.init is None and recipe.qkv_init_std is not None:
-            count = init_attention(model, recipe.qkv_init_std)
-            log(f"attention q/k/v weights of {count} blocks initialised with std {recipe.qkv_init_std}")
         self.model = model.to(device)
         self.model.base.requires_grad_(False)  # stage 1: the base is frozen (docs/design.md 1.3)
         self.model.train()
@@ -97,27 +93,18 @@ class DistillStage(Stage):
                                 f"dividing it (got {every}): the codes restart onto the latents when it ends")
             log(f"latent quantiser bypassed for the first {recipe.quantizer_warmup} steps")
         if recipe.activation_checkpointing:
-            log(f"activation checkpointing: {checkpoint_blocks(self.model)} transformer blocks recomputed in backward")
+            log(f"activation checkpointing: {self.model.set_grad_checkpointing()} transformer blocks recomputed in backward")
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         log(f"model: {recipe.model}, {config.num_iters} iterations x {config.tokens_per_iter} tokens, "
             f"{config.image_size}px, {trainable:,} trainable parameters; halting during training: {recipe.halting}")
 
     def micro_step(self, images, step, micro, backward):
         warm = step <= self.recipe.quantizer_warmup
-        self.model.bypass_quantizer = warm
-        loss, logs = self.forward_module(images, training_halting(self, step, micro))
+        loss, logs = self.forward_module(images, training_halting(self, step, micro), quantize=not warm)
         if warm and self.restarter is not None:
             self.restarter.step_usage.zero_()  # nothing counts as used: every code restarts at its end
         backward(loss)
         return {k: v.detach() for k, v in logs.items()}
-
-
-def init_attention(model: ALIT, std: float) -> int:
-    """Re-initialise the q/k/v projections of the encoder's and decoder's attention (trunc. normal)."""
-    blocks = [m for part in (model.encoder, model.decoder) for m in part.modules() if isinstance(m, Attention)]
-    for attn in blocks:
-        nn.init.trunc_normal_(attn.qkv.weight, std=std, a=-2 * std, b=2 * std)
-    return len(blocks)
 
 
 def training_halting(stage: Stage, step: int, micro: int) -> Halting:

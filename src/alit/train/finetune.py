@@ -18,7 +18,7 @@ from ..model.alit import ALIT
 from ..model.halting import Halting
 from .codebooks import latent_quantizer_restarter
 from .distill import training_halting
-from .loop import checkpoint_blocks, preset_config
+from .loop import preset_config
 from .pixels import PixelObjective, PixelStage
 from .sources import load_init
 
@@ -91,7 +91,7 @@ class FinetuneStage(PixelStage):
             self.restarter = latent_quantizer_restarter(self.model.quantizer, recipe.restart_dead_codes)
             log(f"latent codebook: unused codes restarted every {recipe.restart_dead_codes} steps")
         if recipe.activation_checkpointing:
-            log(f"activation checkpointing: {checkpoint_blocks(self.model)} transformer blocks recomputed in backward")
+            log(f"activation checkpointing: {self.model.set_grad_checkpointing()} transformer blocks recomputed in backward")
         T = self.model.config.num_iters
         self.cycle = list(range(T)) if recipe.iteration_cycle is None else list(recipe.iteration_cycle)
         if max(self.cycle) >= T:

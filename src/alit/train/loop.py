@@ -460,29 +460,6 @@ def preset_config(name: str, overrides: dict):
     return config
 
 
-def checkpoint_blocks(model: nn.Module) -> int:
-    """Activation checkpointing of every transformer block (recomputed in backward): activations of
-    a block pass shrink to its input, for ~1/3 more compute. The modules and their state-dict
-    keys stay as they are: only each block instance's forward is wrapped."""
-    import functools
-
-    from torch.utils.checkpoint import checkpoint
-
-    from ..model.layers import Block
-
-    def run(forward, x, rows=None):
-        if torch.is_grad_enabled():
-            return checkpoint(forward, x, rows, use_reentrant=False)
-        return forward(x, rows)
-
-    count = 0
-    for m in model.modules():
-        if isinstance(m, Block) and not isinstance(m.forward, functools.partial):
-            m.forward = functools.partial(run, m.forward)
-            count += 1
-    return count
-
-
 @torch.no_grad()
 def latent_reliance(model: nn.Module, roll) -> dict[str, float]:
     """How much each image's own latents help the decoder of an ALIT `roll`out (eval mode): the

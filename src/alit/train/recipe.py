@@ -157,10 +157,6 @@ class DistillRecipe(Recipe):
                                         # base included) instead of fresh weights on `base`
     halting: str = "off"                # halting during training: off | threshold | paper
     activation_checkpointing: bool = False  # recompute transformer blocks in backward (less memory)
-    # ours: std of the attention q/k/v weights at init (None: the model's 0.02). Larger values make
-    # the latent tokens attend to image regions from the start; at 0.02 they all read nearly the
-    # same average of the image and a short run sits on the marginal-code plateau.
-    qkv_init_std: float | None = None
     # ours: for this many first steps the decoder reads the latent quantiser's normalised inputs
     # instead of its codes (no quantiser loss); then every code is restarted onto those inputs.
     # Needs restart_dead_codes, dividing it. The codes' pull on the inputs otherwise collapses a
@@ -220,6 +216,8 @@ def _non_negative(name: str, value: float) -> None:
         raise AlitError(f"recipe: {name} must be 0 or more, got {value}")
 
 
+# removed keys that the recipe.yaml of older runs still holds at their default (None): ignored
+RETIRED = ("qkv_init_std",)
 RECIPES: dict[str, type[Recipe]] = {"base": BaseRecipe, "distill": DistillRecipe, "finetune": FinetuneRecipe}
 
 
@@ -298,6 +296,9 @@ def from_dict(raw: dict, overrides=(), source: str = "recipe") -> Recipe:
     if stage not in RECIPES:
         raise AlitError(f"{source}: stage must be one of {STAGES}, got {stage!r}")
     raw = dict(raw)
+    for key in RETIRED:
+        if raw.pop(key, None) is not None:
+            raise AlitError(f"{source}: {key} is no longer a recipe option; remove it")
     for item in overrides:
         key, value = parse_override(item)
         _set(raw, key, value, RECIPES[stage], source)
