@@ -15,9 +15,9 @@ import torch
 
 from alit.demo import PHOTOS
 from alit.eval.inputs import batches, protocol
-from alit.eval.metrics import pixel_metrics
 from alit.images import find_images
 from alit.losses.autoencoder import vector_quantize
+from alit.scoring import pixel_metrics
 from alit.train.sources import load_base
 
 

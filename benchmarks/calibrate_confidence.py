@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 
 import alit
-from alit.criteria import first_accepted, l1_error
+from alit.criteria import first_accepted
 from alit.images import find_images, load_image
+from alit.scoring import l1_error
 from alit.tokens.budget import threshold_choice
 
 

@@ -30,9 +30,9 @@ import torch
 
 from alit.eval.analysis import complexity_proxies, correlation
 from alit.eval.inputs import batches, protocol
-from alit.eval.metrics import pixel_metrics, ssim
 from alit.eval.recalibrate import recalibrate
 from alit.images import find_images
+from alit.scoring import pixel_metrics, ssim
 from alit.tokenizer import load
 from alit.tokens.budget import threshold_choice
 from alit.weights import save

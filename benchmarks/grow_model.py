@@ -21,7 +21,7 @@ import argparse
 import torch
 
 from alit.model.alit import ALIT
-from alit.tokenizer import load_module
+from alit.tokenizer import load
 from alit.train.sources import model_dir
 from alit.weights import save
 
@@ -70,7 +70,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, help="folder for the grown model")
     args = p.parse_args(argv)
     folder = model_dir(args.run)
-    model = load_module(folder, expect="alit").eval()
+    model = load(folder)
     grown = grow(model, args.encoder_depth, args.decoder_depth, args.error_feedback).eval()
     diff = max_difference(model, grown)
     if diff > 1e-5:

@@ -19,7 +19,7 @@ import torch
 
 from alit.eval.recalibrate import recalibrate
 from alit.images import find_images, load_image
-from alit.tokenizer import load_module
+from alit.tokenizer import load
 
 
 @torch.no_grad()
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
                    help="photos for latent_norm's averages ('none': keep the run's own)")
     p.add_argument("-n", type=int, default=48, help="photos per folder (the first n by name)")
     args = p.parse_args(argv)
-    model = load_module(args.run, expect="alit").eval()
+    model = load(args.run)
     if model.latent_norm is not None and args.calibrate != "none":
         recalibrate(model, args.calibrate)
     size = model.config.image_size

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from alit.images import read_image
-from alit.photos import heldout_names
+from alit.data.acquire.photos import heldout_names
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "alit" / "assets" / "demo_photos"
 SHORT_SIDE = 128

@@ -43,8 +43,9 @@ from pathlib import Path
 import torch
 
 import alit
-from alit.bench import PeakMemory, cpu_has_native_bf16, describe_device, format_iterations, summarize, timed_rollout
+from alit.bench import cpu_has_native_bf16, describe_device, format_iterations, summarize, timed_rollout
 from alit.criteria import CriterionInput
+from alit.measure import PeakMemory
 
 REPO = Path(__file__).resolve().parents[1]
 NEEDS = [1, 1, 2, 2, 4, 4, 8, 8]  # iterations each image of the compaction batch needs

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import alit
-from alit.convert import (convert, convert_state, map_alit_key, paper_key, pick_state_dict,
-                          read_checkpoint)
+from alit.convert import convert, convert_state, map_alit_key, paper_key, pick_state_dict
 from alit.errors import AlitError
 from alit.presets import KL16_VAE, MAGE_VQGAN
+from alit.safe_pickle import read_checkpoint
 from alit.weights import load_module
 
 from conftest import REFERENCE, reference_tensors, run_alit

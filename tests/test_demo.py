@@ -10,8 +10,8 @@ import torch
 import alit
 from alit.demo import PHOTOS
 from alit.eval.inputs import batches, protocol
-from alit.eval.metrics import pixel_metrics
-from alit.photos import heldout_names
+from alit.data.acquire.photos import heldout_names
+from alit.scoring import pixel_metrics
 from conftest import run_alit
 from test_eval_support import CHROMIUM, NO_CHROMIUM, assert_renders, make_checkpoint, one_thread  # noqa: F401
 

@@ -171,7 +171,6 @@ def test_a_paper_name_downloads_converts_caches_and_then_needs_no_server(online,
     # the server is stopped: the second load comes from the cache
     again = alit.load(NAME)
     assert_same_model(tok, again)
-    assert alit.tokenizer.load_module(NAME) is not None
 
 
 def test_a_truncated_transfer_is_resumed_with_a_range_request(online, release, monkeypatch):

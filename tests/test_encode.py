@@ -352,7 +352,7 @@ def test_shipped_criteria():
 
 
 def test_ssim_criterion_weighs_structure_over_a_uniform_offset():
-    from alit.eval.metrics import ssim
+    from alit.scoring import ssim
 
     g = torch.Generator().manual_seed(0)
     texture = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=32, mode="bilinear") * 0.6 + 0.2

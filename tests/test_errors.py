@@ -19,7 +19,8 @@ from PIL import Image
 import alit
 from alit.cli import main
 from alit.criteria import EightBit, model_criterion
-from alit.images import Preprocess, fit, read_image, to_8bit
+from alit.images import Preprocess, fit, read_image
+from alit.scoring import to_8bit
 from alit.weights import save
 
 from conftest import REPO, run_alit

@@ -13,11 +13,13 @@ from PIL import Image
 
 import alit
 from alit.cli import main
+from alit import scoring
 from alit.eval import metrics
-from alit.eval.inputs import PROTOCOLS, to_8bit
-from alit.eval.metrics import FrechetStats, MetricUnavailable, frechet_distance, pixel_metrics
+from alit.eval.inputs import PROTOCOLS
+from alit.eval.metrics import FrechetStats, MetricUnavailable, frechet_distance
 from alit.eval.sweep import EvalOptions, evaluate
 from alit.images import fit, read_image
+from alit.scoring import pixel_metrics, to_8bit
 from test_eval_support import make_checkpoint, median_l1, one_thread, write_images  # noqa: F401 (one_thread: autouse)
 
 
@@ -73,7 +75,7 @@ def test_pixel_metrics_known_values():
     m = pixel_metrics(x, y)
     assert m["l1"].tolist() == pytest.approx([0.1, 0.0])
     assert m["mse"].tolist() == pytest.approx([0.01, 0.0])
-    assert m["psnr"].tolist() == pytest.approx([20.0, metrics.PSNR_CAP])
+    assert m["psnr"].tolist() == pytest.approx([20.0, scoring.PSNR_CAP])
 
 
 def test_ssim_is_one_for_identical_and_matches_scikit_image():
@@ -81,9 +83,9 @@ def test_ssim_is_one_for_identical_and_matches_scikit_image():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 48, 48, generator=g, dtype=torch.float64)
     y = (x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
-    assert metrics.ssim(x, x).tolist() == pytest.approx([1.0, 1.0])
+    assert scoring.ssim(x, x).tolist() == pytest.approx([1.0, 1.0])
     skimage_metrics = pytest.importorskip("skimage.metrics")
-    ours = metrics.ssim(x, y)
+    ours = scoring.ssim(x, y)
     for i in range(2):  # Wang et al.'s Gaussian-window SSIM; the two differ only at the borders
         ref = skimage_metrics.structural_similarity(x[i].numpy(), y[i].numpy(), gaussian_weights=True, sigma=1.5,
                                                     use_sample_covariance=False, data_range=1.0, channel_axis=0)
@@ -98,10 +100,10 @@ def test_ssim_equals_torchmetrics_in_both_dtypes_and_is_differentiable():
     y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
     for dtype, tol in ((torch.float64, 1e-14), (torch.float32, 1e-6)):
         ref = tm.structural_similarity_index_measure(y.to(dtype), x.to(dtype), data_range=1.0, reduction="none")
-        ours = metrics.ssim(x, y, dtype=dtype)
+        ours = scoring.ssim(x, y, dtype=dtype)
         assert ours.dtype == dtype and (ours - ref).abs().max() < tol
     x.requires_grad_(True)
-    metrics.ssim(x, y).sum().backward()
+    scoring.ssim(x, y).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 import alit
 from alit.cli import main
 from alit.errors import AlitError
-from alit.eval import fashion_mnist
+from alit.data.acquire import fashion_mnist
 from alit.eval.probe import accuracy, features, fit_linear, labelled_folder, split
 from test_eval_support import make_checkpoint, one_thread, write_labelled  # noqa: F401 (one_thread: autouse)
 

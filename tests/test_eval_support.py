@@ -70,7 +70,7 @@ def write_labelled(root: Path, per_class: int = 8, seed: int = 0) -> Path:
 
 def median_l1(tok, folder: Path) -> float:
     """A threshold that splits the folder's images: the median first-length L1 of a rollout."""
-    from alit.criteria import l1_error
+    from alit.scoring import l1_error
     from alit.eval.inputs import batches, protocol
 
     paths = sorted(folder.glob("*.png"))

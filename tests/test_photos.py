@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from alit import photos
+import alit
+from alit.data.acquire import deb, photo_sources, photos, rcc
 from alit.cli import main
 from alit.errors import AlitError
 from conftest import run_alit
@@ -55,7 +56,7 @@ def build_rcc(files: dict[str, tuple[bytes, bool]], version: int = 3) -> bytes:
         offset = name_offset(name) if index else 0
         if isinstance(item, dict):
             children = sorted(item.items(), key=lambda kv: _qt_hash(kv[0]))
-            records.append(struct.pack(">IHII", offset, photos.RCC_DIRECTORY, len(children), len(nodes)))
+            records.append(struct.pack(">IHII", offset, rcc.RCC_DIRECTORY, len(children), len(nodes)))
             nodes.extend(children)
         else:
             blob, compress = item
@@ -84,28 +85,28 @@ def test_read_rcc_plain_and_zlib(tmp_path, version):
     assert blob[:4] == b"qres" and struct.unpack_from(">I", blob, 4)[0] == version
     path = tmp_path / "tiny.rcc"
     path.write_bytes(blob)
-    assert photos.read_rcc(path) == {"gcompris/a/plain.txt": PLAIN, "gcompris/a/b/packed.bin": PACKED,
+    assert rcc.read_rcc(path) == {"gcompris/a/plain.txt": PLAIN, "gcompris/a/b/packed.bin": PACKED,
                                      "gcompris/café.txt": b"x"}
-    assert photos.read_rcc(blob, "gcompris/a/b/") == {"gcompris/a/b/packed.bin": PACKED}
-    assert photos.read_rcc(blob, "other/") == {}
+    assert rcc.read_rcc(blob, "gcompris/a/b/") == {"gcompris/a/b/packed.bin": PACKED}
+    assert rcc.read_rcc(blob, "other/") == {}
 
 
 def test_read_rcc_refuses_what_it_cannot_read():
     with pytest.raises(AlitError, match="not a Qt resource"):
-        photos.read_rcc(b"RIFF" + bytes(40))
+        rcc.read_rcc(b"RIFF" + bytes(40))
     with pytest.raises(AlitError, match="too short"):
-        photos.read_rcc(b"qres")
+        rcc.read_rcc(b"qres")
     blob = bytearray(build_rcc({"a.bin": (PACKED, True)}))
-    blob[-22 + 4:-22 + 6] = struct.pack(">H", photos.RCC_COMPRESSED_ZSTD)  # the file node's flags
+    blob[-22 + 4:-22 + 6] = struct.pack(">H", rcc.RCC_COMPRESSED_ZSTD)  # the file node's flags
     with pytest.raises(AlitError, match="zstd"):
-        photos.read_rcc(bytes(blob))
+        rcc.read_rcc(bytes(blob))
     with pytest.raises(AlitError, match="corrupt|cut short"):
-        photos.read_rcc(build_rcc({"a.bin": (PACKED, True)})[:60] + bytes(8))
+        rcc.read_rcc(build_rcc({"a.bin": (PACKED, True)})[:60] + bytes(8))
 
 
-@pytest.mark.skipif(not Path(photos.GCOMPRIS_RCC, "erase.rcc").is_file(), reason="gcompris-qt-data not installed")
+@pytest.mark.skipif(not Path(photo_sources.GCOMPRIS_RCC, "erase.rcc").is_file(), reason="gcompris-qt-data not installed")
 def test_read_rcc_on_gcompris():
-    files = photos.read_rcc(Path(photos.GCOMPRIS_RCC, "erase.rcc"), "gcompris/src/activities/erase/resource/")
+    files = rcc.read_rcc(Path(photo_sources.GCOMPRIS_RCC, "erase.rcc"), "gcompris/src/activities/erase/resource/")
     webp = [blob for path, blob in files.items() if path.endswith(".webp")]
     assert len(webp) > 20
     with Image.open(io.BytesIO(webp[0])) as image:
@@ -116,7 +117,7 @@ def test_read_rcc_on_gcompris():
 
 def test_committed_heldout_list():
     heldout = photos.heldout_names()
-    text = (Path(photos.__file__).parent / "assets" / "photos_heldout.txt").read_text()
+    text = (Path(alit.__file__).parent / "assets" / "photos_heldout.txt").read_text()
     listed = [l for l in text.splitlines() if l and not l.startswith("#")]
     assert len(listed) == len(heldout) == 48  # no duplicates, and the list never shrinks by accident
     sources = {"skimage", "sklearn", "matplotlib", "foolbox", "gcompris", "opencv", "mate", "plasma"}
@@ -185,7 +186,7 @@ def test_webp_and_rgba_become_rgb_png():
     for fmt, name in (("WEBP", "gcompris-x-a.webp"), ("PNG", "opencv-a.png")):
         buffer = io.BytesIO()
         image.save(buffer, format=fmt, lossless=True)
-        out_name, produce = photos._encoded(photos.Photo(name, buffer.getvalue))
+        out_name, produce = photos._encoded(photo_sources.Photo(name, buffer.getvalue))
         assert out_name == name.rsplit(".", 1)[0] + ".png"
         with Image.open(io.BytesIO(produce())) as written:
             assert (written.format, written.mode, written.size) == ("PNG", "RGB", (8, 6))
@@ -193,11 +194,11 @@ def test_webp_and_rgba_become_rgb_png():
 
 
 def test_missing_pip_packages_are_named_with_their_install_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(photos, "_package_dir", lambda module: None)
+    monkeypatch.setattr(photo_sources, "package_dir", lambda module: None)
     summary = photos.assemble(tmp_path, tiers=(0,), install=False)
     assert summary.empty and [s.found for s in summary.sources] == [0, 0, 0, 0]
     missing = {s.source: s.missing for s in summary.sources}
-    assert photos.PIP_HINT in missing["skimage"] and photos.FOOLBOX_HINT in missing["foolbox"]
+    assert photo_sources.PIP_HINT in missing["skimage"] and photo_sources.FOOLBOX_HINT in missing["foolbox"]
     assert "no photos" in summary.format()
 
 
@@ -206,7 +207,7 @@ def test_tier0_assembly_is_idempotent(tmp_path):
     heldout = photos.heldout_names()
     first = photos.assemble(tmp_path, tiers=(0,), install=False)
     skimage = next(s for s in first.sources if s.source == "skimage")
-    assert skimage.found == skimage.written == len(photos.SKIMAGE_PHOTOS) and not skimage.missing
+    assert skimage.found == skimage.written == len(photo_sources.SKIMAGE_PHOTOS) and not skimage.missing
     files = {p.name: p for split in photos.SPLITS for p in (tmp_path / split).iterdir()}
     assert len(files) == first.written == first.train + first.heldout
     for name, path in files.items():
@@ -253,11 +254,11 @@ def test_extract_deb_from_a_real_package(tmp_path):
     (root / "DEBIAN").mkdir()
     (root / "DEBIAN" / "control").write_text("Package: lake\nVersion: 1\nArchitecture: all\n"
                                              "Maintainer: t <t@example.org>\nDescription: t\n")
-    deb = tmp_path / "lake_1_all.deb"
-    subprocess.run(["dpkg-deb", "--build", "-Znone", str(root), str(deb)], check=True, capture_output=True)
+    package = tmp_path / "lake_1_all.deb"
+    subprocess.run(["dpkg-deb", "--build", "-Znone", str(root), str(package)], check=True, capture_output=True)
     out = tmp_path / "cache"
-    assert photos._extract_deb(deb, {member: "Lake.jpg"}, out) == ""
+    assert deb.extract_deb(package, {member: "Lake.jpg"}, out) == ""
     assert (out / "Lake.jpg").read_bytes() == buffer.getvalue()
     assert [p.name for p in out.iterdir()] == ["Lake.jpg"]  # nothing else, no temporary left
-    why = photos._extract_deb(deb, {member: "Lake.jpg", "usr/share/none.jpg": "None.jpg"}, out)
+    why = deb.extract_deb(package, {member: "Lake.jpg", "usr/share/none.jpg": "None.jpg"}, out)
     assert why == "lake_1_all.deb lacks None.jpg"

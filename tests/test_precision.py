@@ -197,7 +197,7 @@ class Float64Ops(TorchFunctionMode):
 
 
 def test_accelerators_score_in_float32_so_mps_never_meets_float64(tok, images):
-    from alit.eval.metrics import table_dtype
+    from alit.scoring import table_dtype
 
     mps, cuda = torch.device("mps"), torch.device("cuda")
     assert table_dtype(mps) == torch.float32 and table_dtype(torch.device("cpu")) == torch.float64

@@ -12,10 +12,10 @@ import torch
 
 import alit
 import alit.bench
-from alit.bench import (OPERATIONS, HostSyncs, bench, format_iterations, format_table, profile_iterations,
-                        time_operation)
+from alit.bench import OPERATIONS, bench, format_iterations, format_table, profile_iterations, time_operation
 from alit.criteria import CriterionInput, first_accepted, parse_criterion
 from alit.errors import AlitError
+from alit.measure import HostSyncs
 from alit.model.layers import Transformer
 
 from conftest import ForwardCalls, run_alit

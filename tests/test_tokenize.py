@@ -208,7 +208,7 @@ def test_workers_give_the_rows_of_the_main_process(model_dir, data, run1, tmp_pa
 
 def test_pieces_come_back_as_each_part_s_batches():
     """However a loader interleaves the workers' pieces, each part's batches come back whole and in order."""
-    from alit.tokens.sources import Chunk, _batches, _folder_units, _in_order
+    from alit.tokens.readers import Chunk, _batches, _folder_units, _in_order
 
     units = [u for p, n in ((0, 7), (1, 3)) for u in _folder_units(p, n, 3, pieces=2)]
     assert [(p, a, b) for p, a, b, *_ in units] == [(0, 0, 2), (0, 2, 3), (0, 3, 5), (0, 5, 6), (0, 6, 7),
@@ -254,7 +254,7 @@ def test_ctrl_c_waits_for_the_parts_handed_to_the_writer(model_dir, data, run1, 
 def test_a_failing_write_is_one_line_and_a_rerun_finishes(model_dir, data, run1, tmp_path, monkeypatch, capsys):
     import alit.tokens.job as job
 
-    table = job._table
+    table = job.part_table
     calls = []
 
     def full_disk(*args):
@@ -263,7 +263,7 @@ def test_a_failing_write_is_one_line_and_a_rerun_finishes(model_dir, data, run1,
             raise OSError(28, "No space left on device")
         return table(*args)
 
-    monkeypatch.setattr(job, "_table", full_disk)
+    monkeypatch.setattr(job, "part_table", full_disk)
     out = tmp_path / "tokens"
     argv = ["tokenize", str(data), "--out", str(out), "--checkpoint", str(model_dir), "--criterion", "l1:0.25",
             "--part-size", "4", "--batch-size", "4", "--workers", "0", "--no-progress"]

@@ -117,7 +117,7 @@ def test_hed_substitute():
 def test_the_ssim_term_adds_the_weighted_dissimilarity_and_trains_towards_structure():
     """ssim_weight (ours): the generator loss is L1 + w * (1 - SSIM), SSIM as the ssim: rule scores it,
     and its gradient raises the SSIM of the reconstruction; 0 leaves the paper's loss alone."""
-    from alit.eval.metrics import ssim
+    from alit.scoring import ssim
     from alit.train import recipe_loader as R
     from alit.train.pixels import PixelObjective
 

@@ -33,10 +33,10 @@ from tqdm import tqdm
 from .criteria import L1Below, SSIMAbove, first_accepted, needs_pixels, parse_criterion
 from .errors import AlitError
 from .eval.analysis import complexity_proxies, correlation
-from .eval.inputs import batches, protocol
-from .eval.metrics import pixel_metrics, ssim, table_dtype
+from .eval.inputs import batches, image_paths, protocol
 from .eval.report import Img, Page, pyplot, save_figure
-from .images import find_images, save_png
+from .images import save_png
+from .scoring import pixel_metrics, ssim, table_dtype
 
 PHOTOS = Path(__file__).parent / "assets" / "demo_photos"
 
@@ -48,9 +48,10 @@ def run_demo(tok, out: str | Path, criterion: str | None = None, batch_size: int
     Returns the summary (the content of summary.json)."""
     criterion = criterion or tok.config.criterion
     rule = parse_criterion(criterion)
-    paths, problems = find_images([PHOTOS])
-    if problems:
-        raise AlitError(f"the demo photos are missing from this install ({'; '.join(problems)}); reinstall alit")
+    try:
+        paths = image_paths([PHOTOS], "alit demo", log=lambda line: None)  # its SOURCES.txt is no photo
+    except AlitError as e:
+        raise AlitError(f"the demo photos are missing from this install ({e}); reinstall alit") from None
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     proto = protocol("resize-crop")

@@ -22,6 +22,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .errors import AlitError
 
 MIRROR_ENV = "ALIT_DOWNLOAD_MIRROR"
@@ -126,8 +128,6 @@ def _transfer(url: str, part: Path, progress: bool, timeout: float) -> None:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             mode, start = "wb", 0
-        from tqdm import tqdm
-
         written = start
         try:
             with open(part, mode) as f, tqdm(total=total, initial=start, unit="B", unit_scale=True,

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from .errors import AlitError
@@ -234,9 +236,6 @@ class Encoding:
         """Write a safetensors file (no pickling): lengths, and the tokens within each length only,
         ragged (`ids` [sum of lengths] in the smallest integer type that holds the codebook, or
         `latents` [sum of lengths, d] for a continuous model), plus string metadata."""
-        from safetensors import SafetensorError
-        from safetensors.torch import save_file
-
         path = Path(path)
         valid = _valid(self.lengths, int(self.lengths.max()))  # [B, Lmax]
         meta = {"format": FORMAT, "version": VERSION, "model": self.model, "iterations": str(self.iterations)}
@@ -262,8 +261,6 @@ class Encoding:
         it is not one, or if any id lies outside the codebook. A quantised Encoding loaded without
         `model` has `latents` None (decode reads the ids); with `model`, the file must be its own
         (same fingerprint) and the latents are looked up in its codebook."""
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}

@@ -52,19 +52,21 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
     return folder
 
 
-def save_pretrained(module, folder: str | Path, *, recipe: str | Path | None = None,
-                    figures: dict | str | Path | None = None, name: str | None = None) -> Path:
+def save_pretrained(module, folder: str | Path, *, origin: weights.Origin | None = None,
+                    recipe: str | Path | None = None, figures: dict | str | Path | None = None,
+                    name: str | None = None) -> Path:
     """Write config.json, model.safetensors and a README.md model card into folder.
 
-    recipe: the training recipe (YAML text, or its file; default: the recipe.yaml of the run the
-    model was loaded from, when there is one). figures: measured quality, a {"metric": {length:
-    value}} dict, or the summary.json of `alit demo` / results.json of `alit eval`.
+    origin: where the module was loaded from (`weights.origin`), recorded in the card. recipe: the
+    training recipe (YAML text, or its file; default: the recipe.yaml of the run the model was
+    loaded from, when there is one). figures: measured quality, a {"metric": {length: value}}
+    dict, or the summary.json of `alit demo` / results.json of `alit eval`.
     """
     folder = Path(folder)
-    source = (getattr(module, "checkpoint_meta", None) or {}).get("source")
+    source = origin.source if origin is not None else None
     weights.save(module.state_dict(), module.config, folder, source=source)
     card = model_card(module.config, name=name or folder.name, source=source,
-                      recipe=_recipe_text(module, recipe), figures=_figures(figures))
+                      recipe=_recipe_text(origin, recipe), figures=_figures(figures))
     (folder / CARD_FILE).write_text(card)
     return folder
 
@@ -149,7 +151,7 @@ def _fmt(value) -> str:
     return "" if value is None else f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
 
 
-def _recipe_text(module, recipe) -> str | None:
+def _recipe_text(origin: weights.Origin | None, recipe) -> str | None:
     if recipe is not None:
         path = Path(recipe) if not (isinstance(recipe, str) and "\n" in recipe) else None
         if path is not None and path.is_file():
@@ -157,9 +159,8 @@ def _recipe_text(module, recipe) -> str | None:
         if path is not None and isinstance(recipe, Path):
             raise AlitError(f"{recipe}: no such recipe file")
         return str(recipe)
-    where = (getattr(module, "checkpoint_meta", None) or {}).get("path")
-    if where:  # a run folder RUN/ (or RUN/checkpoints/step-N/) keeps the recipe it ran
-        for folder in list(Path(where).parents)[:3]:
+    if origin is not None:  # a run folder RUN/ (or RUN/checkpoints/step-N/) keeps the recipe it ran
+        for folder in list(Path(origin.weights).parents)[:3]:
             if (folder / "recipe.yaml").is_file():
                 return (folder / "recipe.yaml").read_text()
     return None

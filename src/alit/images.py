@@ -21,13 +21,16 @@ names the file.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import AlitError
+from .scoring import to_8bit
 
 # what Pillow reads, by suffix (case-insensitive), for files found in folders; a file named directly
 # is read whatever its suffix
@@ -46,10 +49,6 @@ def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     """The image at `path` as float32 RGB [3, H, W] in [0, 1], at its own size; with `size` (the
     size it will be fitted to), an image more than REDUCE_ABOVE times larger is shrunk while it is
     decoded (see the module docstring)."""
-    import warnings
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     try:
         with warnings.catch_warnings():
@@ -135,11 +134,6 @@ def fit(image: torch.Tensor, size: int) -> torch.Tensor:
     return image.contiguous()
 
 
-def to_8bit(images: torch.Tensor) -> torch.Tensor:
-    """Values clamped to [0, 1] and rounded to the 8-bit grid k / 255, as an 8-bit PNG holds them."""
-    return (images.clamp(0, 1) * 255).round() / 255
-
-
 def load_image(path: str | Path, size: int) -> torch.Tensor:
     """The image at `path` as every `alit` command gives it to a model: [3, size, size] float32 in
     [0, 1] on the 8-bit grid (`fit`, then `to_8bit`). Use it, or `Preprocess(size)`, to feed
@@ -185,8 +179,6 @@ def as_tensor(image) -> torch.Tensor:
         rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, 2)
         return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float() / 255
     if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image
-        from PIL import ImageOps
-
         rgb = _rgb_array(ImageOps.exif_transpose(image))
         return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
     raise ValueError(f"expected a PIL image, a tensor [3, H, W] or a uint8 array, got {type(image).__name__}")
@@ -229,8 +221,6 @@ def find_images(inputs: list[str | Path], skipped: list[str] | None = None) -> t
 
 def save_png(image: torch.Tensor, path: str | Path) -> Path:
     """Write [3, H, W] in [0, 1] as an 8-bit RGB PNG (values are clamped, then rounded)."""
-    from PIL import Image
-
     path = Path(path)
     pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)  # [3, H, W]
     Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy()).save(path)

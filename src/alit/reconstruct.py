@@ -14,8 +14,8 @@ import torch
 
 from .criteria import first_accepted, needs_pixels
 from .eval.inputs import Batch, Protocol, batches, protocol, upscale_warning
-from .eval.metrics import pixel_metrics, table_dtype
 from .images import save_png
+from .scoring import pixel_metrics, table_dtype
 
 
 @dataclass(frozen=True)

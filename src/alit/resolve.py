@@ -23,8 +23,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import weights
+from . import hub, weights
+from .convert import convert
+from .download import DownloadError, fetch, source_url
 from .errors import AlitError
+from .presets import PRESETS
 
 CACHE_ENV = "ALIT_CACHE"
 PAPER_PREFIX = "paper/"
@@ -157,12 +160,12 @@ def resolve(spec: str | Path, revision: str | None = None, *, hub_ids: bool = Fa
         repo = spec[len(HUB_PREFIX):]
         if "@" in repo:
             repo, revision = repo.split("@", 1)
-        return _hub_snapshot(repo, revision)
+        return hub.snapshot(repo, revision)
     path = Path(spec).expanduser()
     if path.exists():
         return path
     if hub_ids and HUB_ID.match(spec):
-        return _hub_snapshot(spec, revision)
+        return hub.snapshot(spec, revision)
     raise AlitError(f"{spec}: no such checkpoint folder or file, and not a model name "
                     f"({_known_names()}; `alit models` lists them){_preset_hint(spec)}")
 
@@ -180,26 +183,15 @@ def _known_names() -> str:
 
 
 def _preset_hint(spec: str) -> str:
-    from .presets import PRESETS
-
     size = spec.replace("_", "-").split("-")[0]
     if size in PRESETS:
         return f"; {spec!r} looks like a preset: alit.build({spec!r}) gives a model with random weights"
     return f"; alit.build(PRESET) gives random weights for a preset ({', '.join(PRESETS)})"
 
 
-def _hub_snapshot(repo: str, revision: str | None) -> Path:
-    from .hub import snapshot
-
-    return snapshot(repo, revision)
-
-
 # --- the paper's files: download, convert, cache --------------------------------------------------
 def fetch_paper(name: str, *, keep_original: bool = False, progress: bool = True) -> Path:
     """The cached, converted folder of a paper model: downloaded and converted on first use."""
-    from .convert import convert
-    from .download import DownloadError, fetch, source_url
-
     model = paper_model(name)
     folder = cache_path(name)
     if is_cached(name):

@@ -1,8 +1,9 @@
 """The user-facing tokenizer: the ALIT model plus building, and loading by name or path.
 
-Loading is two steps, each in one module: `alit.resolve` turns a name, hub id or path into a local
-path (downloading and converting on first use), `alit.weights.load_module` builds the module that
-path holds. Neither imports this module, so there is no import circle.
+`load` is the loader of a name or path. It is two steps, each in one module: `alit.resolve` turns
+a name, hub id or path into a local path (downloading and converting on first use),
+`alit.weights.load_module` builds the module that path holds. Neither imports this module, so there
+is no import circle.
 """
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from pathlib import Path
 
 import torch
 
+from . import hub
 from .config import ModelConfig
 from .criteria import CriterionInput, ask_criterion, criterion_answer, looks_back, model_criterion, needs_pixels
 from .encoding import Encoding, model_fingerprint
 from .model.alit import ALIT, Rollout, check_images, pick_precision
-from .precision import check_precision, compute_in
 from .model.halting import Halting
+from .precision import check_precision, compute_in
 from .presets import preset
 from .resolve import resolve
-from .weights import load_module as load_local
+from .weights import Origin, load_module, origin
 
 
 class AdaptiveTokenizer(ALIT):
@@ -29,6 +31,9 @@ class AdaptiveTokenizer(ALIT):
     # what `encode` / `decode` compute in when a call names none ("fp32", "tf32", "bf16", "fp16";
     # `alit.precision`); None: the caller's own context (autocast, TF32 flags) as it is
     precision: str | None = None
+    # the checkpoint it was loaded from (`alit.load`, `from_pretrained`), for `save_pretrained`'s card;
+    # None when built here
+    origin: Origin | None = None
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, num_tokens: int | torch.Tensor | None = None, criterion=None, *,
@@ -206,23 +211,19 @@ class AdaptiveTokenizer(ALIT):
         `revision`), or any name `alit.load` takes ("default", "paper/...", "hf:org/name").
         dtype, precision: as `alit.load`."""
         folder = resolve(repo_or_dir, revision, hub_ids=True, expect="alit")
-        return _configured(load_local(folder, expect="alit", alit_class=cls), dtype, precision)
+        return _loaded(folder, cls, dtype, precision)
 
     def save_pretrained(self, folder: str | Path, **card) -> Path:
         """Write config.json, model.safetensors and a README.md model card into folder.
         card: recipe= (YAML text or file), figures= (dict, or `alit demo` / `alit eval` JSON), name=."""
-        from .hub import save_pretrained
-
-        return save_pretrained(self, folder, **card)
+        return hub.save_pretrained(self, folder, origin=self.origin, **card)
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
                     revision: str | None = None, commit_message: str = "Upload alit model", **card) -> str:
         """Upload this model (save_pretrained's files) to a Hugging Face Hub repository, created
         when missing; returns the commit URL. Needs `pip install 'alit[hub]'` and a token."""
-        from .hub import push_to_hub
-
-        return push_to_hub(self, repo_id, private=private, token=token, revision=revision,
-                           commit_message=commit_message, **card)
+        return hub.push_to_hub(self, repo_id, private=private, token=token, revision=revision,
+                               commit_message=commit_message, origin=self.origin, **card)
 
     def fingerprint(self) -> str:
         """The identity an Encoding records: a hash of the config and a sample of every weight
@@ -294,18 +295,15 @@ def load(path_or_name: str | Path, dtype: torch.dtype | str | None = None, *,
     dtype: cast the weights instead, e.g. torch.bfloat16 (or "bf16"): half the memory, everything
     computed in that precision but the choice of ids.
     """
-    tok = load_local(resolve(path_or_name, revision, expect="alit"), expect="alit", alit_class=AdaptiveTokenizer)
-    return _configured(tok, dtype, precision)
+    return _loaded(resolve(path_or_name, revision, expect="alit"), AdaptiveTokenizer, dtype, precision)
 
 
-def _configured(tok: AdaptiveTokenizer, dtype, precision) -> AdaptiveTokenizer:
+def _loaded(folder: Path, cls: type[AdaptiveTokenizer], dtype, precision) -> AdaptiveTokenizer:
+    """The tokenizer of a resolved local checkpoint, with its origin, precision and dtype."""
+    tok = load_module(folder, expect="alit", alit_class=cls)
+    tok.origin = origin(folder)
     tok.precision = check_precision(precision)
     return tok if dtype is None else tok.to(as_dtype(dtype))
-
-
-def load_module(path_or_name: str | Path, expect: str | None = None, *, revision: str | None = None):
-    """As `load`, for an ALIT model or a base tokenizer (e.g. "paper/mage-vqgan")."""
-    return load_local(resolve(path_or_name, revision, expect=expect), expect=expect, alit_class=AdaptiveTokenizer)
 
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,

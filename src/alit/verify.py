@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
-from .convert import convert_state, map_alit_key, pick_state_dict, read_checkpoint
+from .convert import convert_state, map_alit_key, pick_state_dict
 from .errors import AlitError
 from .losses.distill import distill_loss
 from .model.halting import Halting
 from .reference_tensors import base_tensors, rollout_tensors
+from .safe_pickle import read_checkpoint
 from .tokenizer import AdaptiveTokenizer
 
 # (atol, rtol) by kind; integer tensors must be equal. From the reference README.

@@ -6,21 +6,25 @@ the safetensors header (metadata key "alit"), so a lone `.safetensors` file load
 
 This module knows files only: what a *name* means ("default", "paper/...", "hf:org/name") is
 `alit.resolve`'s business, and `alit.load` / `AdaptiveTokenizer.from_pretrained` put the two
-together. It imports nothing of alit above the model itself (no convert, resolve or tokenizer),
-so every other module can import it.
+together. Its `load_module` is the one loader of a local checkpoint into a module; `alit.load` the
+one loader of a name or path into a tokenizer. It imports nothing of alit above the model itself
+(no convert, resolve or tokenizer), so every other module can import it.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .base import build_base
 from .config import BaseConfig, ModelConfig
 from .errors import AlitError
 from .files import atomic_write
+from .model.alit import ALIT
 
 FORMAT = "alit"
 WEIGHTS_FILE = "model.safetensors"
@@ -212,9 +216,6 @@ def load_module(path: str | Path, expect: str | None = None, alit_class=None):
     The module is built on the meta device and takes the file's tensors as they are (no second
     copy); every key, shape and dtype is checked first.
     """
-    from .base import build_base
-    from .model.alit import ALIT
-
     weights, meta = locate(path)
     if expect is not None and meta["type"] != expect:
         want = "an ALIT model" if expect == "alit" else "a base tokenizer"
@@ -240,5 +241,18 @@ def load_module(path: str | Path, expect: str | None = None, alit_class=None):
     left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if left:  # a non-persistent buffer would stay unmaterialised: build it on a real device instead
         raise RuntimeError(f"tensors not restored from {weights}: {left[:3]}")
-    module.checkpoint_meta = {"path": str(weights), "source": meta.get("source")}
     return module.eval()
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a loaded model came from: what `save_pretrained` records of it in a model card."""
+
+    weights: Path          # its safetensors file (in a run folder, the recipe.yaml is found above it)
+    source: str | None     # config.json's "source": what it was converted or trained from
+
+
+def origin(path: str | Path) -> Origin:
+    """The Origin of a local checkpoint (folder or file), as `load_module` reads it."""
+    weights, meta = locate(path)
+    return Origin(weights, meta.get("source"))

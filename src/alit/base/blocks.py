@@ -6,7 +6,7 @@ blocks themselves differ between the two families and live in their own files.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -80,6 +80,39 @@ class Middle(nn.Module):
         if self.attn_1 is not None:
             x = self.attn_1(x)
         return self.block_2(x)
+
+
+class UpDecoder(nn.Module):
+    """The decoder both families share: codes [B, C, G, G] -> conv_in -> the middle -> levels, each
+    upsampling but the last -> norm, swish, conv_out -> images [B, 3, G*f, G*f] (raw, not clamped).
+
+    `block(in_channels, out_channels)` makes one residual block, `middle(width)` the middle. Modules
+    are made in the checkpoints' order (so a seeded random model is the same as before)."""
+
+    def __init__(self, latent_channels: int, ch: int, mults: Sequence[int], num_blocks: int,
+                 block: Callable[[int, int], nn.Module], middle: Callable[[int], nn.Module]):
+        super().__init__()
+        width = ch * mults[-1]
+        self.conv_in = nn.Conv2d(latent_channels, width, 3, padding=1)
+        self.mid = middle(width)
+        levels = []
+        # built deepest first (that is where the width comes from), stored shallowest first
+        # (the checkpoint's `up.0` is the full-resolution level)
+        for i in reversed(range(len(mults))):
+            blocks = []
+            for _ in range(num_blocks):
+                blocks.append(block(width, ch * mults[i]))
+                width = ch * mults[i]
+            levels.insert(0, Level(blocks, upsample=Upsample(width) if i > 0 else None))
+        self.up = nn.ModuleList(levels)
+        self.norm_out = group_norm(width)
+        self.conv_out = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.mid(self.conv_in(z))  # [B, ch * mult[-1], G, G]
+        for level in self.up[::-1]:
+            h = level(h)
+        return self.conv_out(swish(self.norm_out(h)))  # [B, 3, G*f, G*f]
 
 
 def check_images(images: Tensor, size: int | None = None, multiple: int = 1, *,

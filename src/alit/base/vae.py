@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import BaseConfig
-from .blocks import Level, Middle, Upsample, check_images, group_norm, swish
+from .blocks import Level, Middle, UpDecoder, check_images, group_norm, swish
 
 LOGVAR_RANGE = (-30.0, 20.0)  # the clamp LDM applies to the posterior log-variance
 
@@ -115,7 +115,7 @@ class Encoder(nn.Module):
         return self.conv_out(swish(self.norm_out(h)))  # [B, 2e, H/f, W/f]
 
 
-class Decoder(nn.Module):
+class Decoder(UpDecoder):
     """Latents [B, e, G, G] (after post_quant_conv) -> images [B, 3, G*f, G*f] (raw, not clamped).
 
     Width `cfg.decoder_channels` (default: `channels`), `decoder_num_res_blocks + 1` blocks per level
@@ -123,32 +123,11 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, cfg: BaseConfig):
-        super().__init__()
         ch = cfg.decoder_channels if cfg.decoder_channels is not None else cfg.channels
         num_blocks = 1 + (cfg.decoder_num_res_blocks if cfg.decoder_num_res_blocks is not None
                           else cfg.num_res_blocks)
-        mults = cfg.channel_mult
-        width = ch * mults[-1]
-        self.conv_in = nn.Conv2d(cfg.latent_channels, width, 3, padding=1)
-        self.mid = Middle(ResnetBlock(width, width), ResnetBlock(width, width), AttnBlock(width))
-        levels = []
-        # built deepest first (that is where the width comes from), stored shallowest first
-        # (the checkpoint's `up.0` is the full-resolution level)
-        for i in reversed(range(len(mults))):
-            blocks = []
-            for _ in range(num_blocks):
-                blocks.append(ResnetBlock(width, ch * mults[i]))
-                width = ch * mults[i]
-            levels.insert(0, Level(blocks, upsample=Upsample(width) if i > 0 else None))
-        self.up = nn.ModuleList(levels)
-        self.norm_out = group_norm(width)
-        self.conv_out = nn.Conv2d(width, 3, 3, padding=1)
-
-    def forward(self, z: Tensor) -> Tensor:
-        h = self.mid(self.conv_in(z))  # [B, ch * mult[-1], G, G]
-        for level in self.up[::-1]:
-            h = level(h)
-        return self.conv_out(swish(self.norm_out(h)))  # [B, 3, G*f, G*f]
+        super().__init__(cfg.latent_channels, ch, cfg.channel_mult, num_blocks, ResnetBlock,
+                         lambda width: Middle(ResnetBlock(width, width), ResnetBlock(width, width), AttnBlock(width)))
 
 
 class KLVAE(nn.Module):

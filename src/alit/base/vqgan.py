@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..config import BaseConfig
 from ..precision import nearest_code
-from .blocks import Level, Middle, Upsample, check_images, group_norm, swish
+from .blocks import Level, Middle, UpDecoder, check_images, group_norm, swish
 
 
 class ResBlock(nn.Module):
@@ -71,33 +71,12 @@ class Encoder(nn.Module):
         return self.conv_out(swish(self.norm_out(h)))  # [B, latent_channels, H/f, W/f]
 
 
-class Decoder(nn.Module):
+class Decoder(UpDecoder):
     """Codes z [B, latent_channels, G, G] -> images [B, 3, G*f, G*f] (raw, not clamped)."""
 
     def __init__(self, cfg: BaseConfig):
-        super().__init__()
-        ch, mults = cfg.channels, cfg.channel_mult
-        width = ch * mults[-1]
-        self.conv_in = nn.Conv2d(cfg.latent_channels, width, 3, padding=1)
-        self.mid = Middle(ResBlock(width, width), ResBlock(width, width))
-        levels = []
-        # built deepest first (that is where the width comes from), stored shallowest first
-        # (the checkpoint's `up.0` is the full-resolution level)
-        for i in reversed(range(len(mults))):
-            blocks = []
-            for _ in range(cfg.num_res_blocks):
-                blocks.append(ResBlock(width, ch * mults[i]))
-                width = ch * mults[i]
-            levels.insert(0, Level(blocks, upsample=Upsample(width) if i > 0 else None))
-        self.up = nn.ModuleList(levels)
-        self.norm_out = group_norm(width)
-        self.conv_out = nn.Conv2d(width, 3, 3, padding=1)
-
-    def forward(self, z: Tensor) -> Tensor:
-        h = self.mid(self.conv_in(z))  # [B, ch * mult[-1], G, G]
-        for level in self.up[::-1]:
-            h = level(h)
-        return self.conv_out(swish(self.norm_out(h)))  # [B, 3, G*f, G*f]
+        super().__init__(cfg.latent_channels, cfg.channels, cfg.channel_mult, cfg.num_res_blocks, ResBlock,
+                         lambda width: Middle(ResBlock(width, width), ResBlock(width, width)))
 
 
 class Codebook(nn.Module):

@@ -1,10 +1,10 @@
-"""`alit data photos` and `alit data fashion-mnist`: assemble data sets (alit/photos.py, alit/eval/fashion_mnist.py)."""
+"""`alit data photos` and `alit data fashion-mnist`: assemble data sets (alit/data/acquire/)."""
 from __future__ import annotations
 
 import sys
 
-from ..eval import fashion_mnist
-from ..photos import assemble, parse_tiers
+from ..data.acquire import fashion_mnist
+from ..data.acquire.photos import assemble, parse_tiers
 from .options import add_limit_arg, add_out_arg
 
 

@@ -7,7 +7,8 @@ import textwrap
 
 from ..eval.inputs import load_model, parse_lengths
 from ..eval.report import fmt
-from ..eval.sweep import EvalOptions, evaluate, table_rows
+from ..eval.sweep import EvalOptions, evaluate
+from ..eval.sweep_report import table_rows
 from .options import add_criterion_arg, add_limit_arg, add_model_args, add_out_arg, add_protocol_arg, at_least, \
     check_criterion, output_folder, print_table
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..criteria import EightBit, parse_criterion
-from ..eval.inputs import load_model
-from ..images import find_images
+from ..eval.inputs import image_paths, load_model
 from ..reconstruct import Reconstruction, reconstruct_files
 from .names import unique_names
 from .options import add_criterion_arg, add_model_args, add_out_arg, at_least, check_criterion, output_folder, \
@@ -42,13 +41,13 @@ def run(args) -> int:
 
 def _find(inputs: list[str]) -> tuple[list[Path], int]:
     """The image files of the inputs, with a line for each one skipped or missing; how many are missing."""
-    skipped = []
-    paths, problems = find_images(inputs, skipped=skipped)
-    for line in skipped:
-        _say("warning", line)
-    for line in problems:
+    missing = []
+
+    def problem(line: str) -> None:
         _say("error", line)
-    return paths, len(problems)
+        missing.append(line)
+
+    return image_paths(inputs, "alit reconstruct", on_problem=problem), len(missing)
 
 
 def _say(kind: str, line: str, write=print) -> None:

@@ -5,13 +5,13 @@ import argparse
 import sys
 from pathlib import Path, PurePosixPath
 
+from .. import dist
 from ..criteria import parse_criterion
 from ..errors import AlitError
 from ..eval.inputs import load_model
 from ..images import save_png
 from ..tokens import TokenDataset
 from ..tokens.job import Options, tokenize
-from ..train import dist
 from .names import unique_names
 from .options import add_batch_size_arg, add_checkpoint_arg, add_criterion_arg, add_device_arg, \
     add_precision_arg, at_least, check_criterion, print_table

@@ -1,14 +1,14 @@
 """`alit train STAGE`: one training stage from a recipe (alit/train/)."""
 from __future__ import annotations
 
-from .. import train
+from .. import dist, train
 
 
 def run(args) -> int:
     run_dir = train.run(args.stage, args.config, data=args.data, out=args.out, max_steps=args.max_steps,
                         resume=args.resume, overrides=args.set, base=args.base, init=args.init,
                         progress=not args.no_progress)
-    if train.dist.is_main():
+    if dist.is_main():
         print(f"run folder: {run_dir} (its newest model: {train.stage_spec(args.stage).result_of(run_dir)})")
     return 0
 

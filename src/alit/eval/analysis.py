@@ -27,16 +27,16 @@ import io
 import json
 import sys
 from pathlib import Path
-
 from typing import NamedTuple
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..criteria import EightBit, L1Below, first_accepted, parse_criterion
 from ..errors import AlitError
-from ..images import find_images, save_png
-from .inputs import batches, image_names, protocol
+from ..images import save_png
+from .inputs import batches, image_names, image_paths, protocol
 from .report import Page, grid_of_axes, save_figure
 
 PROXIES = ("png_bpp", "jpeg_bpp", "edge_density")
@@ -76,8 +76,6 @@ def token_counts(tok, images: torch.Tensor, rules: list[float | str], truncate: 
 
 def complexity_proxies(image: torch.Tensor) -> dict[str, float | None]:
     """PNG and JPEG bits per pixel and Canny edge density of one image [3, S, S] on the 8-bit grid."""
-    from PIL import Image
-
     pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # [S, S, 3]
     n = pixels.shape[0] * pixels.shape[1]
     pil = Image.fromarray(pixels)
@@ -163,7 +161,7 @@ def analyze_complexity(tok, data: str | Path, thresholds: list[float | str], out
     out.mkdir(parents=True, exist_ok=True)
     _stats()  # fail early without scipy
     proto = protocol(protocol_name)
-    paths = _paths(data, limit)
+    paths = image_paths([data], "alit analyze", limit, log)
     rated = read_ratings(ratings) if ratings else None
     records, thumbs, failed = [], {}, []
     for batch in batches(paths, tok.config.image_size, proto, batch_size, on_error=failed.append):
@@ -209,18 +207,6 @@ def analyze_complexity(tok, data: str | Path, thresholds: list[float | str], out
     _scatter(records, rules, proxies, table, tok.config.lengths, out / "scatter.png")
     _complexity_page(results, proxies, thumbs, out).write(out / "index.html")
     return results
-
-
-def _paths(data, limit):
-    skipped = []
-    paths, problems = find_images([data], skipped=skipped)
-    if problems:
-        raise AlitError("; ".join(problems))
-    for line in skipped:
-        print(f"alit analyze: warning: {line}", file=sys.stderr)
-    if limit is not None and limit < 1:
-        raise AlitError(f"--limit must be at least 1, got {limit}")
-    return paths[:limit] if limit is not None else paths
 
 
 def _scatter(records, rules, proxies, table, lengths, path: Path) -> None:
@@ -297,36 +283,12 @@ def analyze_familiarity(tok, data: str | Path, other: str | Path, thresholds: li
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     proto = protocol(protocol_name)
-    sets = {}
-    for label, folder in (("in_distribution", data), ("other", other)):
-        counts, failed = [], []
-        for batch in batches(_paths(folder, limit), tok.config.image_size, proto, batch_size, on_error=failed.append):
-            counts += token_counts(tok, batch.images.to(next(tok.parameters()).device), thresholds,
-                                   proto.truncate).tolist()
-        for line in failed:
-            log(f"alit analyze: skipped: {line}")
-        if not counts:
-            raise AlitError(f"{folder}: no image could be read")
-        sets[label] = {"path": str(folder), "tokens": counts}
-    tests = {}
-    for i, one in enumerate(rules):
-        a = [c[i] for c in sets["in_distribution"]["tokens"]]
-        b = [c[i] for c in sets["other"]["tokens"]]
-        entry = {"mean_in_distribution": float(np.mean(a)), "mean_other": float(np.mean(b)),
-                 "median_in_distribution": float(np.median(a)), "median_other": float(np.median(b)),
-                 "n_in_distribution": len(a), "n_other": len(b),
-                 "histogram_in_distribution": _hist(a), "histogram_other": _hist(b)}
-        if len(set(a) | set(b)) == 1:
-            entry.update(mann_whitney_u=None, mann_whitney_p=None, ks=None, ks_p=None,
-                         reason="every image of both sets got the same number of tokens")
-        else:
-            u = stats.mannwhitneyu(b, a, alternative="two-sided")
-            ks = stats.ks_2samp(b, a)
-            entry.update(mann_whitney_u=float(u.statistic), mann_whitney_p=float(u.pvalue),
-                         # P(an image of `other` needs more tokens than one of `data`), ties count half
-                         prob_other_needs_more=float(u.statistic) / (len(a) * len(b)),
-                         ks=float(ks.statistic), ks_p=float(ks.pvalue))
-        tests[one.key] = entry
+    sets = {label: {"path": str(folder), "tokens": _folder_counts(tok, folder, thresholds, proto, batch_size,
+                                                                   limit, log)}
+            for label, folder in (("in_distribution", data), ("other", other))}
+    tests = {one.key: _difference([c[i] for c in sets["in_distribution"]["tokens"]],
+                                  [c[i] for c in sets["other"]["tokens"]], stats)
+             for i, one in enumerate(rules)}
     results = {"thresholds": thresholds, "labels": {one.key: one.label for one in rules},
                "lengths": tok.config.lengths, "protocol": proto.name,
                "model": {"fingerprint": tok.fingerprint()},
@@ -349,6 +311,40 @@ def analyze_familiarity(tok, data: str | Path, other: str | Path, thresholds: li
     page.figure("histograms.png", "Tokens per image in each set, one panel per rule")
     page.write(out / "index.html")
     return results
+
+
+def _folder_counts(tok, folder, thresholds: list[float | str], proto, batch_size: int, limit: int | None,
+                   log) -> list[list[int]]:
+    """Tokens per image of a folder under each rule, [n, len(thresholds)]."""
+    counts, failed = [], []
+    paths = image_paths([folder], "alit analyze", limit, log)
+    for batch in batches(paths, tok.config.image_size, proto, batch_size, on_error=failed.append):
+        counts += token_counts(tok, batch.images.to(next(tok.parameters()).device), thresholds,
+                               proto.truncate).tolist()
+    for line in failed:
+        log(f"alit analyze: skipped: {line}")
+    if not counts:
+        raise AlitError(f"{folder}: no image could be read")
+    return counts
+
+
+def _difference(a: list[int], b: list[int], stats) -> dict:
+    """How the token counts of `b` (other) differ from those of `a` (in distribution), with tests."""
+    entry = {"mean_in_distribution": float(np.mean(a)), "mean_other": float(np.mean(b)),
+             "median_in_distribution": float(np.median(a)), "median_other": float(np.median(b)),
+             "n_in_distribution": len(a), "n_other": len(b),
+             "histogram_in_distribution": _hist(a), "histogram_other": _hist(b)}
+    if len(set(a) | set(b)) == 1:
+        entry.update(mann_whitney_u=None, mann_whitney_p=None, ks=None, ks_p=None,
+                     reason="every image of both sets got the same number of tokens")
+    else:
+        u = stats.mannwhitneyu(b, a, alternative="two-sided")
+        ks = stats.ks_2samp(b, a)
+        entry.update(mann_whitney_u=float(u.statistic), mann_whitney_p=float(u.pvalue),
+                     # P(an image of `other` needs more tokens than one of `data`), ties count half
+                     prob_other_needs_more=float(u.statistic) / (len(a) * len(b)),
+                     ks=float(ks.statistic), ks_p=float(ks.pvalue))
+    return entry
 
 
 def _hist(values: list[int]) -> dict[str, int]:

@@ -18,6 +18,7 @@ the paper's evaluation saves them with `astype(uint8)` and measures the saved fi
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import AlitError
-from ..images import ImageReadError, fit, read_image
+from ..images import IMAGE_SUFFIXES, ImageReadError, find_images, fit, read_image
+from ..scoring import to_8bit
+from ..tokenizer import load
 
 
 @dataclass(frozen=True)
@@ -73,18 +76,11 @@ def protocol(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
-def to_8bit(images: torch.Tensor, truncate: bool = False) -> torch.Tensor:
-    """Values clamped to [0, 1] and put on the 8-bit grid k / 255 (rounded, or truncated)."""
-    scaled = images.clamp(0, 1) * 255
-    return (scaled.floor() if truncate else scaled.round()) / 255
-
-
 def load_model(spec: str | Path | None, device: str | torch.device | None = None, precision: str | None = None):
-    """A tokenizer in eval mode from a checkpoint folder/file or a model name: "default" (the
-    bundled model), "paper/<name>" (downloaded on first use), "hf:org/name" (see `alit.resolve`),
-    computing in `precision` (`alit.precision`; None: the caller's context)."""
-    from ..tokenizer import load
-
+    """The commands' `--checkpoint`, `--device` and `--precision`: `alit.load` (a checkpoint folder or
+    file, "default", "paper/<name>", "hf:org/name"; see `alit.resolve`) on the device asked for, with
+    one-line errors that name the option. Not a loader of its own: the command line's wording of
+    `alit.load`."""
     if spec is None:
         raise AlitError("--checkpoint CKPT is required (a folder made by `alit convert` or training)")
     device = default_device(device)  # a device this machine lacks fails before the model loads
@@ -103,8 +99,6 @@ def load_model(spec: str | Path | None, device: str | torch.device | None = None
 
 def check_not_an_image(spec) -> None:
     """A one-line AlitError when a checkpoint argument names an image file (a swapped argument)."""
-    from ..images import IMAGE_SUFFIXES
-
     path = Path(str(spec))
     if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
         raise AlitError(f"--checkpoint {spec}: an image, not a model; give a checkpoint folder "
@@ -157,6 +151,26 @@ def parse_floats(text: str, what: str) -> list[float]:
     if not values or not all(v > 0 for v in values):
         raise AlitError(f"{what} takes comma-separated positive numbers, got {text!r}")
     return values
+
+
+def image_paths(sources: list, command: str, limit: int | None = None, log=None, on_problem=None) -> list[Path]:
+    """The image files of `sources` (folders, searched recursively, and files: `alit.images.find_images`)
+    that a command reads, the first `limit` of them: what every command that reads a folder starts
+    with. Each folder's files without an image suffix are said on a warning line through `log`
+    (default: stderr). A source that is missing or holds no image is an AlitError, or, given
+    `on_problem`, one line to it (the command then goes on with the rest)."""
+    log = log or (lambda line: print(line, file=sys.stderr))
+    skipped = []
+    paths, problems = find_images(sources, skipped=skipped)
+    if problems and on_problem is None:
+        raise AlitError("; ".join(problems))
+    for line in skipped:
+        log(f"{command}: warning: {line}")
+    for line in problems:
+        on_problem(line)
+    if limit is not None and limit < 1:
+        raise AlitError(f"--limit must be at least 1, got {limit}")
+    return paths[:limit] if limit is not None else paths
 
 
 @dataclass

@@ -1,10 +1,11 @@
-"""Reconstruction metrics, each from a maintained library where one exists.
+"""Reconstruction metrics that need a network, each from a maintained library where one exists.
 
 Per image, on images and reconstructions in [0, 1] (see `inputs` for how both are prepared):
   l1, mse   mean absolute / squared pixel error (of the 8-bit reconstruction, as the paper measures
             its saved PNGs; the length criterion `l1:T` instead looks at the raw decoder output)
   psnr      10 log10(1 / mse) in dB, averaged over images (an exact image counts as 100 dB)
   ssim      torchmetrics' SSIM (Gaussian window 11, sigma 1.5, data range 1, mean over channels)
+            (these four are arithmetic: `alit.scoring.pixel_metrics` and `alit.scoring.ssim`)
   lpips     LPIPS-VGG v0.1 (`lpips` package heads + torchvision's ImageNet VGG16), via
             `alit.losses.perceptual.LPIPS`
 Per set of images:
@@ -28,6 +29,7 @@ import contextlib
 import importlib.util
 import math
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -35,81 +37,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..download import DownloadError, fetch, source_url
 from ..errors import AlitError
+from ..losses.perceptual import LPIPS, VGG16_FILE, HEDPerceptual
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
-PSNR_CAP = 100.0  # dB given to an exact reconstruction, so that means stay finite
 
 
 class MetricUnavailable(Exception):
     """A metric that cannot be computed here; str(e) says why and what to do."""
 
 
-def pixel_metrics(images: torch.Tensor, recons: torch.Tensor) -> dict[str, torch.Tensor]:
-    """l1, mse, psnr per image [B] (float64; float32 on MPS)."""
-    wide = table_dtype(images.device)
-    diff = (recons.to(wide) - images.to(wide)).flatten(1)  # [B, 3HW]
-    mse = diff.pow(2).mean(1)
-    psnr = torch.where(mse > 0, -10 * torch.log10(mse.clamp_min(1e-300)), torch.full_like(mse, PSNR_CAP))
-    return {"l1": diff.abs().mean(1), "mse": mse, "psnr": psnr.clamp(max=PSNR_CAP)}
-
-
-def table_dtype(device: torch.device) -> torch.dtype:
-    """What the tables score in: float64, float32 on MPS (which has no float64)."""
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
-def ssim(images: torch.Tensor, recons: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """SSIM per image [B] as torchmetrics computes it (Wang et al. 2004: Gaussian 11x11 window,
-    sigma 1.5, data range 1, reflect-padded, mean over channels and pixels), differentiable;
-    computed in float64 (float32 on MPS) unless `dtype` says otherwise. The window is applied as two
-    1D passes (equal to torchmetrics up to float64 rounding, tested), which is much faster here."""
-    wide = dtype or table_dtype(images.device)
-    # in chunks: the five blurred maps of the whole batch at once
-    return torch.cat([_ssim(r.to(wide), x.to(wide)) for r, x in zip(recons.split(64), images.split(64))])
-
-
-SSIM_WINDOW, SSIM_SIGMA, SSIM_C1, SSIM_C2 = 11, 1.5, 0.01 ** 2, 0.03 ** 2  # constants for data range 1
-
-
-def _ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """x, y [B, C, H, W] -> SSIM [B]."""
-    B, pad = x.shape[0], SSIM_WINDOW // 2
-    maps = torch.cat([x, y, x * x, y * y, x * y])  # [5B, C, H, W]
-    mu_x, mu_y, xx, yy, xy = _gaussian_blur(F.pad(maps, (pad,) * 4, mode="reflect")).split(B)
-    var_x = (xx - mu_x.pow(2)).clamp(min=0)
-    var_y = (yy - mu_y.pow(2)).clamp(min=0)
-    cov = xy - mu_x * mu_y
-    full = ((2 * mu_x * mu_y + SSIM_C1) * (2 * cov + SSIM_C2)) / (
-        (mu_x.pow(2) + mu_y.pow(2) + SSIM_C1) * (var_x + var_y + SSIM_C2))  # [B, C, H, W]
-    return full.flatten(1).mean(1)
-
-
-def _gaussian_blur(padded: torch.Tensor) -> torch.Tensor:
-    """[n, C, H + 10, W + 10] -> [n, C, H, W]: the SSIM window as two matrix products (rows, then
-    columns) with banded matrices: matmuls run at BLAS speed, float64 convolutions do not (6x here)."""
-    r = torch.arange(SSIM_WINDOW, dtype=padded.dtype, device=padded.device) - (SSIM_WINDOW - 1) / 2
-    g = torch.exp(-(r / SSIM_SIGMA).pow(2) / 2)
-    g = g / g.sum()  # [11]
-    H, W = padded.shape[-2] - SSIM_WINDOW + 1, padded.shape[-1] - SSIM_WINDOW + 1
-    return _band(g, H).t() @ (padded @ _band(g, W))
-
-
-def _band(g: torch.Tensor, n: int) -> torch.Tensor:
-    """[n + k - 1, n] with column j holding the window g [k] from row j on: x @ band blurs x's rows."""
-    k = g.numel()
-    band = g.new_zeros(n + k - 1, n)
-    cols = torch.arange(n, device=g.device)
-    band[cols[:, None] + torch.arange(k, device=g.device), cols[:, None]] = g
-    return band
-
-
 def library_version(module: str) -> str:
     try:
-        from importlib.metadata import version
-
         return f"{module} {version(module)}"
     except Exception:  # noqa: BLE001 - only for labels
         return module
@@ -122,8 +64,6 @@ def hub_weights(file_name: str, url: str, given: str | Path | None, option: str)
     """A metric's weights file: `given` as it is, else the torch hub cache's copy, downloaded there
     first when it is missing (checked by the sha256 prefix in its name). MetricUnavailable when
     it cannot be had; `option` is the command-line option that gives a path instead."""
-    from ..download import DownloadError, fetch, source_url
-
     if given:
         path = Path(given)
         if not path.is_file():
@@ -156,8 +96,6 @@ class LPIPSMetric:
     name = "lpips"
 
     def __init__(self, vgg16_path: str | Path | None = None, device: torch.device | str = "cpu"):
-        from ..losses.perceptual import LPIPS, VGG16_FILE
-
         if importlib.util.find_spec("lpips") is None:
             raise MetricUnavailable("LPIPS needs the lpips package: pip install 'alit[eval]' (or lpips)")
         try:
@@ -181,8 +119,6 @@ class HEDPerceptualMetric:
     name = "perceptual_hed"
 
     def __init__(self, device: torch.device | str = "cpu"):
-        from ..losses.perceptual import HEDPerceptual
-
         try:
             self.net = HEDPerceptual().to(device)
         except AlitError as e:
@@ -250,8 +186,6 @@ class HEDFeatures(nn.Module):
 
     def __init__(self):
         super().__init__()
-        from ..losses.perceptual import HEDPerceptual
-
         try:
             self.net = HEDPerceptual()
         except AlitError as e:

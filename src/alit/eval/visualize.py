@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 
 from ..errors import AlitError
 from ..images import read_image, save_png
 from .inputs import protocol
-from .report import Page
+from .report import Page, pyplot
 
 
 @torch.no_grad()
@@ -120,8 +121,6 @@ def token_maps(tok, image: torch.Tensor, layer: int | str | None = None) -> dict
 
 def _heat(m: np.ndarray, size: int) -> np.ndarray:
     """A [G, G] map -> [size, size, 3] jet colours in [0, 1], min-max normalised."""
-    from .report import pyplot
-
     pyplot()
     import matplotlib
 
@@ -134,8 +133,6 @@ def _heat(m: np.ndarray, size: int) -> np.ndarray:
 
 def _tile_grid(image: np.ndarray, maps: torch.Tensor, columns: int, tile: int) -> np.ndarray:
     """One overlay tile per token, in rows of `columns`, each labelled with its index -> uint8 [H, W, 3]."""
-    from PIL import Image, ImageDraw
-
     L = maps.shape[0]
     rows = math.ceil(L / columns)
     pad = 2
@@ -153,10 +150,6 @@ def _tile_grid(image: np.ndarray, maps: torch.Tensor, columns: int, tile: int) -
 
 def _assignment(image: np.ndarray, maps: torch.Tensor, size: int) -> np.ndarray:
     """Each grid cell coloured by the token it attends to most (tab20 colours), over the image."""
-    from PIL import Image
-
-    from .report import pyplot
-
     pyplot()
     import matplotlib
 
@@ -172,8 +165,6 @@ def visualize(tok, image_path: str | Path, out: str | Path, layer: int | str | N
               tile: int = 96, columns: int | None = None) -> dict:
     """Write input.png, per iteration t: iter<t>_attention.png (a tile per token),
     iter<t>_assignment.png, iter<t>_reconstruction.png, attention.npz and index.html."""
-    from PIL import Image
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     image, _ = protocol("resize-crop").prepare(read_image(image_path, tok.config.image_size),

@@ -24,15 +24,6 @@ class DistillLoss:
     code: list[torch.Tensor]            # per iteration
     quantizer: list[torch.Tensor]       # per iteration (0 without quantiser)
 
-    def logs(self) -> dict[str, float]:
-        out = {"loss": self.total.item()}
-        for t, (n, c, q) in enumerate(zip(self.nll, self.code, self.quantizer)):
-            if n is not None:
-                out[f"nll/{t}"] = n.item()
-            out[f"code/{t}"] = c.item()
-            out[f"quantizer/{t}"] = q.item()
-        return out
-
 
 def iteration_weight(t: int, weights: Sequence[float] = DISTILL_WEIGHTS) -> float:
     """w_t; iterations beyond the table use its last entry."""

@@ -21,7 +21,7 @@ class LatentStandardizer(nn.Module):
     """[B, L, d] factorised latents of iteration t -> (z - mean) / std per (t, position, channel).
 
     reduce: the element-wise sum over the processes that train together, differentiable, or None
-    (this process alone). `train.dist.wrap` sets it under DDP: the rank helpers live there, and
+    (this process alone). `alit.dist.wrap` sets it under DDP: the rank helpers live there, and
     model/ imports nothing from train/. With it, every process takes the statistics of the global
     batch (as SyncBatchNorm), also for a micro-batch of one image, and so updates the same averages.
     """

@@ -14,17 +14,15 @@ With `--mean-tokens` a first pass records each image's error at every length, ev
 of them and computes the same allocation (`budget.py`), and a second pass writes the tokens.
 
 The model is fed as a training loop feeds it: DataLoader worker processes decode the images of all
-this rank's parts ahead of it (`sources.read_parts`), and one background thread writes each
-finished part (`_Writer`), so the model waits for neither.
+this rank's parts ahead of it (`readers.read_parts`), and one background thread writes each
+finished part (`writer.Writer`), so the model waits for neither.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import queue
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,16 +30,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from ..criteria import EightBit, parse_criterion
 from ..errors import AlitError
 from ..files import atomic_write
-from .sources import Chunk, Source, open_source, read_parts
+from ..scoring import l1_error, to_8bit
+from .budget import allocate, compare
+from .readers import Chunk, Source, open_source, read_parts
+from .table import FORMAT, VERSION, TableSpec, ids_type, part_table
+from .writer import Writer, write_json, write_text
 
-FORMAT = "alit-tokens"
-VERSION = 1
 STATE = ".alit-tokenize"   # the folder of run options and per-part records inside DIR
 POLL_SECONDS = 0.5         # how often rank 0 looks for the records of other ranks
-WRITES_AHEAD = 2           # finished parts that may wait for the writer thread
 
 
 @dataclass
@@ -90,8 +91,8 @@ def tokenize(tok, opts: Options, *, rank: int = 0, world: int = 1, log=print) ->
     if allocation is not None:
         index["mean_tokens_comparison"] = json.loads((state / "allocation.json").read_text())
     skipped = [s for p in sorted(records) for s in records[p]["skipped"]]
-    _atomic_write(out / "skipped.jsonl", "".join(json.dumps(s) + "\n" for s in skipped))
-    _atomic_json(out / "index.json", index)
+    write_text(out / "skipped.jsonl", "".join(json.dumps(s) + "\n" for s in skipped))
+    write_json(out / "index.json", index)
     return index
 
 
@@ -129,13 +130,11 @@ def _claim(out: Path, identity: dict) -> None:
         (out / STATE).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise AlitError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
-    _atomic_json(path, identity)  # every rank writes the same text: whichever lands is right
+    write_json(path, identity)  # every rank writes the same text: whichever lands is right
 
 
 def _criterion(spec: str, tok):
     """A pixel criterion judged on 8-bit reconstructions, as every command judges it."""
-    from ..criteria import EightBit, parse_criterion
-
     return EightBit.of(parse_criterion(spec, tok))
 
 
@@ -169,9 +168,9 @@ class _Part:
 def _write_parts(tok, reading: _Reading, todo: list[int], opts: Options, allocation, out: Path, bar) -> None:
     """Encode the parts in `todo`; a background thread writes each one's Parquet file and record."""
     criterion = _criterion(opts.value, tok) if opts.mode == "criterion" else None
-    spec = _TableSpec.of(tok)
+    spec = TableSpec.of(tok)
     parts: dict[int, _Part] = {}
-    with _Writer() as writer:
+    with Writer() as writer:
         for chunk in reading.chunks(todo):
             part = parts.setdefault(chunk.part, _Part(chunk.part))
             budgets = None if allocation is None else allocation[chunk.part]
@@ -213,7 +212,7 @@ def _data_changed(part: int) -> AlitError:
                      f"(was the data changed during the run?)")
 
 
-def _part_record(part: _Part, spec: "_TableSpec") -> dict:
+def _part_record(part: _Part, spec: TableSpec) -> dict:
     """The record that marks a part done: its rows, tokens, histogram of lengths, skipped images."""
     hist: dict[str, int] = {}
     for L in part.lengths:
@@ -223,58 +222,14 @@ def _part_record(part: _Part, spec: "_TableSpec") -> dict:
             "skipped": part.skipped, "seconds": time.time() - part.started, "codebook_size": spec.codebook_size}
 
 
-def _save_part(spec: "_TableSpec", part: _Part, record: dict, out: Path) -> None:
+def _save_part(spec: TableSpec, part: _Part, record: dict, out: Path) -> None:
     """The part's Parquet file, then its record (on the writer thread): a record means a whole file."""
     import pyarrow.parquet as pq
 
     if record["file"]:
-        table = _table(spec, part.keys, part.lengths, part.values)
+        table = part_table(spec, part.keys, part.lengths, part.values)
         atomic_write(out / record["file"], lambda tmp: pq.write_table(table, tmp))
-    _atomic_json(out / STATE / f"part-{part.part:06d}.json", record)
-
-
-@dataclass(frozen=True)
-class _TableSpec:
-    """What a part's table takes from the model, read once on the main thread."""
-    codebook_size: int | None       # None for a continuous model
-    latent_dim: int
-    metadata: dict[str, str]
-
-    @classmethod
-    def of(cls, tok) -> "_TableSpec":
-        meta = {"alit": json.dumps({"format": FORMAT, "version": VERSION, "model": tok.fingerprint(),
-                                    "config": tok.config.to_dict()})}
-        K = tok.config.codebook_size if tok.quantizer is not None else None
-        return cls(K, tok.config.latent_dim, meta)
-
-
-def _table(spec: _TableSpec, keys: list[str], lengths: list[int], values: list[np.ndarray]):
-    """The Parquet table of a part: key, num_tokens, ids (or latents); the model in its metadata."""
-    import pyarrow as pa
-
-    offsets = np.zeros(len(keys) + 1, dtype=np.int32)
-    offsets[1:] = np.cumsum(lengths)
-    if spec.codebook_size is not None:
-        kind = ids_type(spec.codebook_size)
-        flat = pa.array(np.concatenate(values).astype(kind.to_pandas_dtype()), type=kind)
-        column, name = pa.ListArray.from_arrays(pa.array(offsets), flat), "ids"
-    else:
-        flat = pa.array(np.concatenate(values).astype(np.float32).reshape(-1))
-        inner = pa.FixedSizeListArray.from_arrays(flat, spec.latent_dim)  # one token: d floats
-        column, name = pa.ListArray.from_arrays(pa.array(offsets), inner), "latents"
-    schema = pa.schema([("key", pa.string()), ("num_tokens", pa.int16()), (name, column.type)],
-                       metadata=spec.metadata)
-    return pa.table([pa.array(keys, pa.string()), pa.array(lengths, pa.int16()), column], schema=schema)
-
-
-def ids_type(codebook_size: int):
-    """The smallest unsigned Arrow integer type that holds every id of the codebook."""
-    import pyarrow as pa
-
-    for bits, kind in ((8, pa.uint8()), (16, pa.uint16()), (32, pa.uint32())):
-        if codebook_size <= 2 ** bits:
-            return kind
-    return pa.uint64()
+    write_json(out / STATE / f"part-{part.part:06d}.json", record)
 
 
 # --- --mean-tokens: errors at every length, then one allocation for all ----------------------------------
@@ -287,19 +242,16 @@ def _mean_tokens_pass(tok, reading: _Reading, mine: list[int], opts: Options, ra
     curves = _wait(state, "curves", reading.source.num_parts, rank == 0 and opts.progress)
     allocation, comparison = _allocate(curves, tok.config.lengths, float(opts.value))
     if rank == 0:
-        _atomic_json(state / "allocation.json", comparison)
+        write_json(state / "allocation.json", comparison)
     return allocation
 
 
 def _write_curves(tok, reading: _Reading, todo: list[int], opts: Options, state: Path, bar) -> None:
     """First pass of --mean-tokens: each image's L1 at every length, scored as the commands score
     (the reconstruction clamped and rounded to 8 bits, against the model's input)."""
-    from ..criteria import l1_error
-    from ..eval.inputs import to_8bit
-
     parts: dict[int, _Part] = {}
     errors: dict[int, list] = {}
-    with _Writer() as writer:
+    with Writer() as writer:
         for chunk in reading.chunks(todo):
             part = parts.setdefault(chunk.part, _Part(chunk.part))
             if chunk.keys:
@@ -314,14 +266,12 @@ def _write_curves(tok, reading: _Reading, todo: list[int], opts: Options, state:
                 del parts[chunk.part]
                 record = {"part": part.part, "keys": part.keys, "l1": errors.pop(part.part, []),
                           "skipped": part.skipped}
-                writer.put(state / f"curves-{part.part:06d}.json", _atomic_json,
+                writer.put(state / f"curves-{part.part:06d}.json", write_json,
                            state / f"curves-{part.part:06d}.json", record)
 
 
 def _allocate(curves: dict[int, dict], lengths: list[int], mean_tokens: float):
     """Every rank computes the same allocation from all parts' errors: {part: {keys, lengths}}."""
-    from .budget import allocate, compare
-
     parts = sorted(curves)
     errors = np.array([e for p in parts for e in curves[p]["l1"]], dtype=np.float64).reshape(-1, len(lengths))
     if len(errors) == 0:
@@ -402,71 +352,12 @@ def _index(tok, opts: Options, source: Source, records: dict, world: int, second
     }
 
 
-# --- files written whole ----------------------------------------------------------------------------------
-def _atomic_write(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def _atomic_json(path: Path, obj) -> None:
-    _atomic_write(path, json.dumps(obj, indent=1) + "\n")
-
-
-class _Writer:
-    """Files written by one background thread while the model works on the next parts.
-
-    `put(path, write, *args)` queues `write(*args)`, which writes `path`; the queue is bounded, so
-    at most WRITES_AHEAD finished parts wait in memory. The first failure stops the run: the next
-    `put`, or leaving the block, raises it as a one-line AlitError. Leaving the block, at the end,
-    on an error or on Ctrl-C, first waits for everything queued, so no finished part is lost."""
-
-    def __init__(self):
-        self.queue: queue.Queue = queue.Queue(WRITES_AHEAD)
-        self.error: AlitError | None = None
-        self.thread = threading.Thread(target=self._run, name="alit-tokenize-writer", daemon=True)
-        self.thread.start()
-
-    def put(self, path: Path, write, *args) -> None:
-        self._raise()
-        self.queue.put((path, write, args))
-
-    def _run(self) -> None:
-        while (job := self.queue.get()) is not None:
-            path, write, args = job
-            if self.error is None:  # after a failure, queued files are dropped: the run stops
-                try:
-                    write(*args)
-                except Exception as e:
-                    self.error = AlitError(f"{path}: could not write it ({_one_line(e)})")
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        self.queue.put(None)
-        self.thread.join()
-        if kind is None:
-            self._raise()
-
-
-def _one_line(e: Exception) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 class _Progress:
     """A tqdm bar with images/s and ETA on rank 0 (its own share of the parts); nothing elsewhere."""
 
     def __init__(self, source: Source, todo: list[int], rank: int, world: int, show: bool, what: str):
         self.bar = None
         if rank == 0 and show and todo:
-            from tqdm import tqdm
-
             sizes = [source.part_images(p) for p in todo]
             total = None if None in sizes else sum(sizes)
             desc = what if world == 1 else f"{what} (rank 0 of {world})"

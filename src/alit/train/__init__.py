@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import dist
 from ..errors import AlitError
-from . import checkpoint, dist, recipe_loader
+from .. import dist
+from . import checkpoint, recipe_loader
 from .loop import fit
 from .recipe import Recipe
 from .stages import STAGE_NAMES, STAGES, StageSpec, stage_spec

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import dist
+from .. import dist
 
 
 class DeadCodeRestarter:

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
+from .. import dist
 from ..data import BatchPlan
 from ..errors import AlitError
 from ..precision import autocast_dtype, set_precision
-from . import checkpoint, dist, run_state
+from . import checkpoint, run_state
 from .ema import EMA
 from .interrupt import Interrupted, StopRequests
 from .monitor import Monitor, truncate_log

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from ..eval.metrics import ssim
+from .. import dist
 from ..losses.gan import Adversarial, gan_weight
 from ..losses.perceptual import build_perceptual
-from . import dist
+from .. import dist
+from ..scoring import ssim
 from .optim import adamw
 from .recipe import parse_duration
 from .stage import Stage

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .. import data as data_lib
-from . import dist
+from .. import dist
 from .optim import adamw
 from .previews import latent_reliance, previews_grid
 from .recipe import Recipe

@@ -13,7 +13,7 @@ from ..data.transforms import sample_seed
 from ..errors import AlitError
 from ..model.halting import Halting
 from ..presets import preset
-from . import dist
+from .. import dist
 from .codebooks import DeadCodeRestarter, latent_quantizer_restarter
 
 

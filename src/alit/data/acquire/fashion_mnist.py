@@ -11,8 +11,9 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from ..errors import AlitError
+from ...errors import AlitError
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 APT_HINT = "apt-get install -y dataset-fashion-mnist"
@@ -43,8 +44,6 @@ def read_idx(path: Path) -> np.ndarray:
 def convert(out: str | Path, source: str | Path = DEBIAN_DIR, limit: int | None = None) -> dict[str, int]:
     """Write the images as PNGs; `limit` keeps the first N of each split. Returns images per split.
     Files already present are left as they are, so a second run writes nothing new."""
-    from PIL import Image
-
     source, out = Path(source), Path(out)
     if limit is not None and limit < 1:
         raise AlitError(f"--limit must be at least 1, got {limit}")

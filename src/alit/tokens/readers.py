@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
+from ..data.shards import IMAGE_KEYS, expand, is_shards
 from ..errors import AlitError
 from ..images import ImageReadError, find_images, load_image
 
@@ -62,8 +64,6 @@ class Source:
 
 def open_source(data: str, part_size: int) -> Source:
     """An image folder (recursive) or WebDataset shards (a .tar, a brace pattern or a folder of .tar)."""
-    from ..data.shards import expand, is_shards
-
     if part_size < 1:
         raise AlitError(f"--part-size must be at least 1, got {part_size}")
     if is_shards(data):
@@ -112,8 +112,6 @@ def read_parts(source: Source, parts: list[int], size: int, batch_size: int, wor
     read by several workers). With workers > 0, one pool of worker processes reads ahead, across
     parts; each batch of a folder is cut into one piece per worker, so that all of them read it and
     the model waits for the first one 1/workers of its reading time, not all of it."""
-    from torch.utils.data import DataLoader
-
     reader = PartReader(source, parts, size, batch_size, pieces=max(1, workers))
     workers = min(workers, len(reader.units))  # no process without a unit to read
     if not reader.units:
@@ -227,8 +225,6 @@ def _shard_items(url: str, size: int) -> Iterator[Item]:
     """(key, reader) per sample of a shard; a sample without an image, or a broken shard, is an
     item whose reader raises, so it is recorded as skipped."""
     from webdataset import tarfile_samples
-
-    from ..data.shards import IMAGE_KEYS
 
     errors: list[str] = []
 

@@ -1,4 +1,5 @@
-"""The only file that knows about ranks (STYLE principle 7).
+"""The only file that knows about ranks (STYLE principle 7): the process-group helpers of training
+and of `alit tokenize`.
 
 Under `torchrun` (WORLD_SIZE > 1) training runs as DDP: NCCL on GPUs, gloo on CPU. Everything
 else calls the helpers here: `is_main()` before writing, `mean(...)` to agree on logged values,
@@ -14,6 +15,9 @@ import os
 import torch
 import torch.distributed as tdist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from .model.latent_norm import LatentStandardizer
 
 
 def _env_int(name: str, default: int) -> int:
@@ -61,10 +65,6 @@ def wrap(module: nn.Module, device: torch.device, find_unused: bool = False) -> 
     `LatentStandardizer`s then take the statistics of the global batch, as SyncBatchNorm does."""
     if world_size() == 1 or not any(p.requires_grad for p in module.parameters()):
         return module
-    from torch.nn.parallel import DistributedDataParallel
-
-    from ..model.latent_norm import LatentStandardizer
-
     for m in module.modules():
         if isinstance(m, LatentStandardizer):
             m.reduce = all_reduce_sum_grad
