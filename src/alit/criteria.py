@@ -36,6 +36,7 @@ from collections.abc import Callable
 import torch
 
 from .errors import AlitError
+from .task import parse_task
 
 
 class CriterionInput:
@@ -379,6 +380,8 @@ def parse_criterion(spec: str, model=None):
              "+gain:G for a pixel rule (e.g. ssim:0.5+gain:0.001)")
     if not isinstance(spec, str):
         raise AlitError(f"bad criterion {spec!r}: {usage}")
+    if spec.strip().lower().startswith("task:"):  # a downstream model's judgment: task:PATH[:K] (alit.task)
+        return parse_task(spec, model)
     head, *tail = _GAIN_SPLIT.split(spec.strip(), maxsplit=1)
     if tail:
         return _stalled(spec, parse_criterion(head, model), tail[0], usage)
