@@ -15,6 +15,7 @@ Needs Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist).
 """
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -118,8 +119,8 @@ def encode_times(tok, images: torch.Tensor, rule, repeats: int = 2) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=160, help="Fashion-MNIST test images (default 160)")
-    p.add_argument("--probe-train", type=int, default=320, help="training images of the probe (default 320)")
+    p.add_argument("--images", type=int, default=128, help="Fashion-MNIST test images (default 128)")
+    p.add_argument("--probe-train", type=int, default=256, help="training images of the probe (default 256)")
     p.add_argument("--out", default=None, help="where the analysis pages go (default: a temporary folder)")
     p.add_argument("--results", default=str(RESULTS), help="folder of task_rule.md / task_rule.json")
     p.add_argument("--threads", type=int, default=1,
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
                                       task_name="FashionClassifier on photos (its decision only)")
     batch = torch.stack([_read(q, tok) for q in sorted(test.rglob("*.png"))[:32]])
     times = encode_times(tok, batch, alit.TaskAgrees(cnn))
-    summary = {"model": "default", "criterion": tok.config.criterion, "cnn_test_accuracy_1000": cnn_accuracy,
+    summary = {"model": "default", "seconds": time.perf_counter() - start, "load_average": os.getloadavg()[0], "criterion": tok.config.criterion, "cnn_test_accuracy_1000": cnn_accuracy,
                "classifier_training_s": trained, "encode_s_per_image": times, "pages": str(out),
                "runs": {k: _brief(r) for k, r in runs.items()}, "threads": torch.get_num_threads()}
     Path(args.results).mkdir(parents=True, exist_ok=True)
@@ -188,7 +189,8 @@ def report(summary: dict, runs: dict) -> str:
     """task_rule.md: the figures and whether the claim holds for each task model."""
     lines = ["# Tokens a task needs against the model's own rule (benchmarks/task_rule.py)", "",
              f"Bundled model `default` (64 px, lengths 16..128), its own rule `{summary['criterion']}`, judged on "
-             f"8-bit reconstructions. CPU, {summary['threads']} threads. The CNN (trained here on 6000 Fashion-MNIST "
+             f"8-bit reconstructions. CPU, {summary['threads']} thread(s), load average {summary['load_average']:.1f} "
+             f"(a shared 2-core machine), {summary['seconds']:.0f} s in all. The CNN (trained here on 6000 Fashion-MNIST "
              f"training images, {summary['classifier_training_s']:.0f} s) has test accuracy "
              f"{summary['cnn_test_accuracy_1000']:.3f} on 1000 test images as the tokenizer sees them.", "",
              "| task model | images | mean tokens, task | mean tokens, own rule | task fewer / equal / more "

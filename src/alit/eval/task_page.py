@@ -88,7 +88,8 @@ def _examples(page: Page, results: dict, examples: list[dict], out: Path) -> Non
             cells.append(Img(src, caption, width=128, highlight=kind == "at_task"))
         judged = name(r["input_class"]) if "input_class" in r else ""
         rows.append([r["file"], judged] + cells)
-    page.table(["image", "class on the input", "input", "at the task's length", "at the rule's length"], rows, left=2)
+    page.table(["image", "class on the input", "input", "at the task's length", "at the rule's length"], rows, left=2,
+               text=(2, 3, 4))
 
 
 def _histograms(results: dict, path: Path) -> None:
@@ -137,7 +138,7 @@ def _accuracy(results: dict, path: Path) -> None:
     if "mean_error" in rows[0]:
         ax.plot(xs, [r["mean_error"] for r in rows], "^--", label="mean relative error")
     ax.set_xlabel("tokens per image")
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(0, max([1.02] + [1.05 * r["mean_error"] for r in rows if "mean_error" in r]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, path)
