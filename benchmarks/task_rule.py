@@ -41,7 +41,7 @@ class FashionClassifier(nn.Module):
     """A small CNN for Fashion-MNIST that takes images [B, 3, H, W] in [0, 1] of any size: its own
     preprocessing (gray, 28 x 28, antialiased, standardised) is inside, so it scripts to one file."""
 
-    classes: list[str]  # TorchScript keeps an attribute typed here (a real type: no `from __future__ import annotations`)
+    classes: list[str]  # TorchScript keeps an attribute typed here (so no `from __future__ import annotations`)
 
     def __init__(self, classes: list[str] = list(fashion_mnist.CLASSES)):
         super().__init__()
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
                                       task_name="FashionClassifier on photos (its decision only)")
     batch = torch.stack([_read(q, tok) for q in sorted(test.rglob("*.png"))[:32]])
     times = encode_times(tok, batch, alit.TaskAgrees(cnn))
-    summary = {"model": "default", "seconds": time.perf_counter() - start, "load_average": os.getloadavg()[0], "criterion": tok.config.criterion, "cnn_test_accuracy_1000": cnn_accuracy,
+    summary = {"model": "default", "seconds": time.perf_counter() - start, "load_average": os.getloadavg()[0],
+               "criterion": tok.config.criterion, "cnn_test_accuracy_1000": cnn_accuracy,
                "classifier_training_s": trained, "encode_s_per_image": times, "pages": str(out),
                "runs": {k: _brief(r) for k, r in runs.items()}, "threads": torch.get_num_threads()}
     Path(args.results).mkdir(parents=True, exist_ok=True)
@@ -190,7 +191,8 @@ def report(summary: dict, runs: dict) -> str:
     lines = ["# Tokens a task needs against the model's own rule (benchmarks/task_rule.py)", "",
              f"Bundled model `default` (64 px, lengths 16..128), its own rule `{summary['criterion']}`, judged on "
              f"8-bit reconstructions. CPU, {summary['threads']} thread(s), load average {summary['load_average']:.1f} "
-             f"(a shared 2-core machine), {summary['seconds']:.0f} s in all. The CNN (trained here on 6000 Fashion-MNIST "
+             f"(a shared 2-core machine), {summary['seconds']:.0f} s in all. The CNN (trained here on 6000 "
+             f"Fashion-MNIST "
              f"training images, {summary['classifier_training_s']:.0f} s) has test accuracy "
              f"{summary['cnn_test_accuracy_1000']:.3f} on 1000 test images as the tokenizer sees them.", "",
              "| task model | images | mean tokens, task | mean tokens, own rule | task fewer / equal / more "

@@ -85,8 +85,11 @@ def test_top_k_and_the_transform_hook(fm):
     everything = tok.encode(images, criterion=alit.TaskAgrees(cnn, top_k=10)).lengths  # all 10 classes
     assert everything.tolist() == [tok.config.lengths[0]] * len(images)
     # the same CNN without its preprocessing: gray 28 x 28 standardised by the transform instead
-    prep = lambda x: (torch.nn.functional.interpolate(x.mean(1, keepdim=True), size=(28, 28), mode="bilinear",  # noqa: E731
-                                                      antialias=True, align_corners=False) - 0.286) / 0.353
+    def prep(x):
+        gray = torch.nn.functional.interpolate(x.mean(1, keepdim=True), size=(28, 28), mode="bilinear",
+                                               antialias=True, align_corners=False)
+        return (gray - 0.286) / 0.353
+
     bare = alit.TaskAgrees(cnn.net, transform=prep)
     assert tok.encode(images, criterion=bare).lengths.tolist() == one.tolist()
 
@@ -272,7 +275,10 @@ def test_resnet18_from_the_hub_cache():
     resnet = torchvision.models.resnet18()
     resnet.load_state_dict(torch.load(RESNET, weights_only=True))
     mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    prep = lambda x: (torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True) - mean) / std  # noqa: E731
+
+    def prep(x):  # ImageNet's input: 224 x 224, standardised
+        return (torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True) - mean) / std
+
     from alit.demo import PHOTOS
     from alit.eval.inputs import batches, protocol
 
@@ -287,3 +293,19 @@ def test_resnet18_from_the_hub_cache():
     agree[-1] = True
     assert tok.encode(images, criterion=rule).lengths.tolist() == [tok.config.lengths[i]
                                                                    for i in agree.int().argmax(0).tolist()]
+
+
+def test_analyze_task_parser_stands_alone(tmp_path):
+    """`add_parser(sub)` makes `task` a command of any group, with the options `run` reads."""
+    import argparse
+
+    from alit.cli import analyze_task
+
+    sub = argparse.ArgumentParser(prog="x").add_subparsers(dest="command")
+    analyze_task.add_parser(sub)
+    args = sub.choices["task"].parse_args(["--data", "d", "--task-model", "m.pt", "--top-k", "2"])
+    assert args.func is analyze_task.run
+    assert (args.top_k, args.threshold, args.labels, args.limit) == (2, None, False, None)
+    assert (args.checkpoint, args.protocol, args.out, args.criteria) == ("default", "resize-crop", "analyze-out", None)
+    assert main(["analyze", "task", "--data", str(tmp_path)]) == 2  # no --task-model: one line, before any load
+    assert main(["analyze", "task", "--data", str(tmp_path), "--task-model", "m.pt", "--top-k", "0"]) == 2

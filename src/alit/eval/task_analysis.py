@@ -25,9 +25,8 @@ from tqdm import tqdm
 
 from ..criteria import EightBit, first_accepted, score_dtype
 from ..errors import AlitError
-from ..images import find_images
 from ..task import TaskAgrees
-from .analysis import rule as reconstruction_rule
+from .analysis import _hist, _paths, rule as reconstruction_rule  # the same opening and histograms as analyze
 from .inputs import batches, image_names, protocol
 from .paired import paired_test, verdict
 from .task_page import EXAMPLES, write_report
@@ -78,7 +77,7 @@ def analyze_task(tok, data: str | Path, rule: TaskAgrees, out: str | Path, crite
     out.mkdir(parents=True, exist_ok=True)
     rules = [reconstruction_rule(c) for c in (criteria or [tok.config.criterion])]
     proto = protocol(protocol_name)
-    paths = _paths(data, limit, log)
+    paths = _paths(data, limit)
     truth, classes = folder_labels(paths, data, rule.classes) if labels else (None, rule.classes)
     label_of = dict(zip(paths, truth)) if truth is not None else {}
     records, examples, failed = [], [], []
@@ -102,18 +101,6 @@ def analyze_task(tok, data: str | Path, rule: TaskAgrees, out: str | Path, crite
     _write_csv(records, rules, out / "task.csv")
     write_report(results, examples, out)
     return results
-
-
-def _paths(data: Path, limit: int | None, log) -> list[Path]:
-    skipped = []
-    paths, problems = find_images([data], skipped=skipped)
-    if problems:
-        raise AlitError("; ".join(problems))
-    for line in skipped:
-        log(f"alit analyze: warning: {line}")
-    if limit is not None and limit < 1:
-        raise AlitError(f"--limit must be at least 1, got {limit}")
-    return paths[:limit] if limit is not None else paths
 
 
 @torch.no_grad()
@@ -171,18 +158,12 @@ def summarize(records: list[dict], rules, lengths: list[int], rule: TaskAgrees, 
     if labels and "classes" in records[0]:
         idx = {L: i for i, L in enumerate(lengths)}
         results["accuracy"] = {
-            "input": None if not rule.needs_pixels else float(np.mean([r["input_class"] == r["label"] for r in records])),
+            "input": (float(np.mean([r["input_class"] == r["label"] for r in records])) if rule.needs_pixels
+                      else None),  # a latent model's "input" is the longest code
             "at_task_tokens": float(np.mean([r["classes"][idx[r["task_tokens"]]] == r["label"] for r in records])),
             **{f"at_rule_tokens:{one.key}": float(np.mean([r["classes"][idx[r["tokens"][one.key]]] == r["label"]
                                                          for r in records])) for one in rules}}
     return results
-
-
-def _hist(values: list[int]) -> dict[str, int]:
-    h: dict[str, int] = {}
-    for v in sorted(values):
-        h[str(v)] = h.get(str(v), 0) + 1
-    return h
 
 
 def _write_csv(records: list[dict], rules, path: Path) -> None:

@@ -97,7 +97,8 @@ def _histograms(results: dict, path: Path) -> None:
     fig, axes = grid_of_axes(len(results["rules"]), columns=2, size=(5.2, 3.4))
     xs, width = np.arange(len(lengths)), 0.4
     for ax, e in zip(axes, results["rules"].values()):
-        for k, (label, hist) in enumerate((("task", results["task_tokens"]["histogram"]), (e["label"], e["histogram"]))):
+        pairs = (("task", results["task_tokens"]["histogram"]), (e["label"], e["histogram"]))
+        for k, (label, hist) in enumerate(pairs):
             n = sum(hist.values())
             ax.bar(xs + (k - 0.5) * width, [hist.get(str(L), 0) / n for L in lengths], width, label=label)
         ax.set_xticks(xs, [str(L) for L in lengths], fontsize=8)
