@@ -80,7 +80,8 @@ def _familiarity(args, tok, rules: list) -> None:
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("analyze", help="tokens against image complexity, in- vs out-of-distribution, or a task's needs",
+    s = sub.add_parser("analyze", help="tokens against image complexity, in- vs out-of-distribution, or a "
+                       "task's needs",
                        description="complexity: tokens per image (the shortest length whose 8-bit "
                        "reconstruction, as `alit eval` scores it, passes each rule: the model's own, or "
                        "--thresholds / --criteria) against PNG and JPEG bits per pixel, Canny edge density and "
