@@ -8,10 +8,11 @@ from .images import Preprocess, load_image
 from .model.alit import Rollout
 from .model.halting import Halting
 from .presets import PRESETS, preset
+from .criteria.task import TaskAgrees
 from .tokenizer import AdaptiveTokenizer, build, load
 from .tokens import TokenDataset
 
 __version__ = "0.1.0"
 __all__ = ["AdaptiveTokenizer", "AlitError", "BaseConfig", "CodeErrorBelow", "ConfidenceAbove", "CriterionInput",
            "Encoding", "Halting", "L1Below", "MSEBelow", "ModelConfig", "PRESETS", "PSNRAbove", "Rollout", "SSIMAbove",
-           "Stalled", "TokenDataset", "Preprocess", "build", "load", "load_image", "preset"]
+           "Stalled", "TaskAgrees", "TokenDataset", "Preprocess", "build", "load", "load_image", "preset"]

@@ -162,6 +162,9 @@ class AdaptiveTokenizer(ALIT):
             return ask_criterion(criterion, images, recons, memory), recons
         inp = CriterionInput(images, num_tokens, step.latents, step.logits, step.codes, state.targets,
                              probs=step.probs, decode=self.codes_to_images)
+        if hasattr(criterion, "judge"):  # keeps something per image across lengths (alit.TaskAgrees)
+            accepted, memory = criterion.judge(inp, memory)
+            return criterion_answer(accepted, images.shape[0], images.device), memory
         return ask_criterion(criterion, inp), None
 
     @torch.no_grad()

@@ -6,11 +6,14 @@ from ..criteria import L1Below, parse_criterion
 from ..errors import AlitError
 from ..eval.analysis import analyze_complexity, analyze_familiarity
 from ..eval.inputs import load_model, parse_floats
+from . import analyze_task
 from .options import add_limit_arg, add_model_args, add_out_arg, add_protocol_arg, at_least, num, output_folder, \
     print_table
 
 
 def run(args) -> int:
+    if args.what == "task":  # tokens a downstream task needs (cli/analyze_task.py)
+        return analyze_task.run(args)
     at_least(args.batch_size, 1, "--batch-size")
     at_least(args.limit, 1, "--limit")
     criteria = _check_rules(args)
@@ -77,15 +80,17 @@ def _familiarity(args, tok, rules: list) -> None:
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("analyze", help="tokens against image complexity, or in- vs out-of-distribution",
+    s = sub.add_parser("analyze", help="tokens against image complexity, in- vs out-of-distribution, or a "
+                       "task's needs",
                        description="complexity: tokens per image (the shortest length whose 8-bit "
                        "reconstruction, as `alit eval` scores it, passes each rule: the model's own, or "
                        "--thresholds / --criteria) against PNG and JPEG bits per pixel, Canny edge density and "
                        "optional human ratings (--ratings CSV with file,rating), with Spearman and Kendall "
                        "correlations, scatter plots and OUT/index.html. familiarity: token counts of --data "
                        "against --other, with a two-sided Mann-Whitney U test (and Kolmogorov-Smirnov), "
-                       "histograms and OUT/index.html.")
-    s.add_argument("what", choices=("complexity", "familiarity"))
+                       "histograms and OUT/index.html. task: the tokens a downstream task model needs against "
+                       "the reconstruction rule's (--task-model; the options below).")
+    s.add_argument("what", choices=("complexity", "familiarity", "task"))
     s.add_argument("--data", required=True, metavar="DIR", help="image folder (in distribution, for familiarity)")
     s.add_argument("--other", default=None, metavar="DIR", help="familiarity: the out-of-distribution folder")
     add_out_arg(s, default="analyze-out")
@@ -98,4 +103,5 @@ def add_parser(sub) -> None:
     add_protocol_arg(s, help="preprocessing, as for `alit eval` (default resize-crop)")
     add_model_args(s, batch_size=8)
     add_limit_arg(s)
+    analyze_task.add_arguments(s)
     s.set_defaults(func=run)

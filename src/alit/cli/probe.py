@@ -18,12 +18,14 @@ def run(args) -> int:
     tok = load_model(args.checkpoint, args.device, args.precision)
     r = run_probe(tok, args.data, args.out, parse_lengths(args.lengths, tok.config.lengths), pool=args.pool,
                   test_fraction=args.test_fraction, seed=args.seed, weight_decay=args.weight_decay,
-                  batch_size=args.batch_size, limit=args.limit)
+                  batch_size=args.batch_size, limit=args.limit, save=args.save)
     table = [["tokens", "features", "train acc", "test acc"]]
     table += [[L, str(x["features"]), num(x["train_accuracy"]), num(x["test_accuracy"])]
               for L, x in r["lengths"].items()]
     print_table(table)
     print(f"chance (majority class): {r['chance_accuracy']:.4f}; {args.out}/probe.json, probe.csv, index.html")
+    if args.save:
+        print(f"the probe of {r['saved']['length']} tokens: {args.save} (a task model: task:{args.save})")
     return 0
 
 
@@ -42,6 +44,8 @@ def add_parser(sub) -> None:
                    "train/ and test/ folders (default 0.25)")
     s.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     s.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty of the probe (default 1e-3)")
+    s.add_argument("--save", default=None, metavar="PATH", help="keep the probe of the longest length probed in "
+                   "PATH (safetensors), a task model for the length rule task:PATH[:K] and `alit analyze task`")
     add_model_args(s, batch_size=32)
     add_limit_arg(s)
     s.set_defaults(func=run)

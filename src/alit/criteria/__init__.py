@@ -11,7 +11,8 @@ the base tokenizer's answer (ids, code), so that no pixels are decoded. `Confide
 `CodeErrorBelow` are such criteria; `inp.reconstructions` still decodes pixels on demand.
 
 On the command line a criterion is written `NAME:VALUE`: `l1:0.07`, `psnr:30`, `mse:0.01`,
-`ssim:0.5`, and the pixel-free `conf:0.6`, `code:0.05`. A pixel rule can add `+gain:G`
+`ssim:0.5`, the pixel-free `conf:0.6`, `code:0.05`, and `task:PATH[:K]`, a downstream model's
+judgment (`TaskAgrees`, task.py). A pixel rule can add `+gain:G`
 (`ssim:0.5+gain:0.001`, `Stalled`): a length is also accepted when its last block of tokens raised
 the rule's score by less than G, so an image that never meets the rule stops where more tokens stop
 helping it. Each value is checked against its range:

@@ -7,6 +7,7 @@ import re
 from ..errors import AlitError
 from .protocol import needs_pixels
 from .rules import CodeErrorBelow, ConfidenceAbove, EightBit, L1Below, MSEBelow, PSNRAbove, SSIMAbove, Stalled
+from .task import parse_task
 
 CRITERIA = {c.name: c for c in (L1Below, PSNRAbove, MSEBelow, SSIMAbove, ConfidenceAbove, CodeErrorBelow)}
 PIXEL_FREE = tuple(name for name, c in CRITERIA.items() if not needs_pixels(c))
@@ -25,6 +26,8 @@ def parse_criterion(spec: str, model=None):
              "+gain:G for a pixel rule (e.g. ssim:0.5+gain:0.001)")
     if not isinstance(spec, str):
         raise AlitError(f"bad criterion {spec!r}: {usage}")
+    if spec.strip().lower().startswith("task:"):  # a downstream model's judgment: task:PATH[:K] (criteria/task.py)
+        return parse_task(spec, model)
     head, *tail = _GAIN_SPLIT.split(spec.strip(), maxsplit=1)
     if tail:
         return _stalled(spec, parse_criterion(head, model), tail[0], usage)

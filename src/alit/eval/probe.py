@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import AlitError
 from ..images import IMAGE_SUFFIXES
+from ..task_model import save_probe
 from .inputs import batches, protocol
 from .report import Page, pyplot, save_figure
 
@@ -130,8 +131,9 @@ def accuracy(layer: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def run_probe(tok, data: str | Path, out: str | Path, lengths: list[int], pool: str = "mean",
               test_fraction: float = 0.25, seed: int = 0, weight_decay: float = 1e-3,
-              batch_size: int = 32, limit: int | None = None, log=None) -> dict:
-    """Features at each length, a probe per length, accuracy on the test split; writes the report."""
+              batch_size: int = 32, limit: int | None = None, log=None, save: str | Path | None = None) -> dict:
+    """Features at each length, a probe per length, accuracy on the test split; writes the report.
+    save: a file to keep the head of the longest length probed in (`alit.task_model.save_probe`)."""
     log = log or (lambda line: print(line, file=sys.stderr))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,10 +148,10 @@ def run_probe(tok, data: str | Path, out: str | Path, lengths: list[int], pool: 
     x_test = features(tok, test.paths, pool, batch_size)
     y_train, y_test = torch.tensor(train.labels), torch.tensor(test.labels)
     majority = max(range(len(train.classes)), key=lambda c: (train.labels.count(c), -c))
-    rows = {}
+    rows, layers = {}, {}
     for L, i in zip(lengths, index):
         torch.manual_seed(seed)
-        layer = fit_linear(x_train[i], y_train, len(train.classes), weight_decay)
+        layer = layers[L] = fit_linear(x_train[i], y_train, len(train.classes), weight_decay)
         rows[str(L)] = {"train_accuracy": accuracy(layer, x_train[i], y_train),
                         "test_accuracy": accuracy(layer, x_test[i], y_test), "features": x_train[i].shape[1]}
         log(f"probe: {L:4d} tokens: test accuracy {rows[str(L)]['test_accuracy']:.4f}")
@@ -161,6 +163,10 @@ def run_probe(tok, data: str | Path, out: str | Path, lengths: list[int], pool: 
         "model": {"fingerprint": tok.fingerprint(), "latent_dim": tok.config.latent_dim},
         "lengths": rows,
     }
+    if save is not None:  # a task model for alit.TaskAgrees (task:PATH)
+        results["saved"] = {"path": str(save_probe(layers[max(lengths)], save, pool=pool, length=max(lengths),
+                                                   classes=train.classes, model=tok.fingerprint(),
+                                                   latent_dim=tok.config.latent_dim)), "length": max(lengths)}
     (out / "probe.json").write_text(json.dumps(results, indent=1) + "\n")
     with open(out / "probe.csv", "w", newline="") as f:
         w = csv.writer(f)
