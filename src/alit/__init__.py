@@ -4,6 +4,7 @@ from .criteria import (CodeErrorBelow, ConfidenceAbove, CriterionInput, L1Below,
                        Stalled)
 from .encoding import Encoding
 from .errors import AlitError
+from .generator import load_generator
 from .images import Preprocess, load_image
 from .model.alit import Rollout
 from .model.halting import Halting
@@ -14,4 +15,4 @@ from .tokens import TokenDataset
 __version__ = "0.1.0"
 __all__ = ["AdaptiveTokenizer", "AlitError", "BaseConfig", "CodeErrorBelow", "ConfidenceAbove", "CriterionInput",
            "Encoding", "Halting", "L1Below", "MSEBelow", "ModelConfig", "PRESETS", "PSNRAbove", "Rollout", "SSIMAbove",
-           "Stalled", "TokenDataset", "Preprocess", "build", "load", "load_image", "preset"]
+           "Stalled", "TokenDataset", "Preprocess", "build", "load", "load_generator", "load_image", "preset"]

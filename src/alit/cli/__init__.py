@@ -582,10 +582,17 @@ def build_parser() -> argparse.ArgumentParser:
     from .models import add_models_parser
 
     add_models_parser(sub)
+    from . import eval_generator, generate
+
+    generate.add_parser(sub)
+    eval_generator.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["eval", "generator"]:  # one command of two words (cli/eval_generator.py)
+        argv = ["eval generator", *argv[2:]]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
