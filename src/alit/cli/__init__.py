@@ -7,11 +7,12 @@ import sys
 
 from .. import __version__
 from ..errors import AlitError
-from . import analyze, bench, convert, data, demo, eval, models, probe, reconstruct, tokenize, train, verify, \
-    visualize
+from . import analyze, bench, convert, data, demo, eval, eval_generator, generate, models, probe, reconstruct, \
+    tokenize, train, verify, visualize
 
 # in the order `alit --help` lists them
-GROUPS = (verify, convert, reconstruct, demo, data, train, eval, analyze, probe, visualize, bench, tokenize, models)
+GROUPS = (verify, convert, reconstruct, demo, data, train, eval, analyze, probe, visualize, bench, tokenize, models,
+          generate, eval_generator)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["eval", "generator"]:  # one command of two words (cli/eval_generator.py)
+        argv = ["eval generator", *argv[2:]]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
