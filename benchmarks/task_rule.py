@@ -29,7 +29,7 @@ from torch import nn
 import alit
 from alit.criteria import EightBit
 from alit.demo import PHOTOS
-from alit.eval import fashion_mnist
+from alit.data.acquire import fashion_mnist
 from alit.eval.probe import features, fit_linear, labelled_folder
 from alit.eval.task_analysis import analyze_task
 from alit.task_model import LatentProbe

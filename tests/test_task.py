@@ -16,7 +16,7 @@ import alit
 from alit.cli import main
 from alit.criteria import EightBit, parse_criterion
 from alit.errors import AlitError
-from alit.eval import fashion_mnist
+from alit.data.acquire import fashion_mnist
 from alit.eval.paired import paired_test, sign_test
 from alit.eval.probe import fit_linear
 from alit.task_model import LatentProbe, load_task_model
