@@ -32,10 +32,6 @@ class Layout:
     def part(self, number: int) -> Path:
         return self.root / part_name(number)
 
-    def is_own(self, name: str) -> bool:
-        """Whether a name in the folder is one the job writes (what a fresh --out may hold already)."""
-        return name == self.state.name
-
 
 def layout(root: str | Path) -> Layout:
     """The file names of the token folder `root`: the current layout, or the older one when the
