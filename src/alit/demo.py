@@ -23,12 +23,10 @@ Writes to OUT:
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .criteria import L1Below, SSIMAbove, first_accepted, needs_pixels, parse_criterion
 from .errors import AlitError
@@ -36,16 +34,18 @@ from .eval.analysis import complexity_proxies, correlation
 from .eval.inputs import batches, image_paths, protocol
 from .eval.report import Img, Page, pyplot, save_figure
 from .images import save_png
+from .progress import progress_bar
 from .scoring import pixel_metrics, ssim, table_dtype
 
 PHOTOS = Path(__file__).parent / "assets" / "demo_photos"
 
 
 def run_demo(tok, out: str | Path, criterion: str | None = None, batch_size: int = 16,
-             checkpoint: str = "default") -> dict:
+             checkpoint: str = "default", progress: bool = True) -> dict:
     """Score `tok` on the bundled photos and write OUT/summary.json, OUT/index.html and their images.
     `criterion` (NAME:VALUE) defaults to the model's own. `checkpoint` names the model in the summary.
-    Returns the summary (the content of summary.json)."""
+    progress: a bar on stderr when it is a terminal (`alit.progress`). Returns the summary (the
+    content of summary.json)."""
     criterion = criterion or tok.config.criterion
     rule = parse_criterion(criterion)
     try:
@@ -56,10 +56,9 @@ def run_demo(tok, out: str | Path, criterion: str | None = None, batch_size: int
     (out / "images").mkdir(parents=True, exist_ok=True)
     proto = protocol("resize-crop")
     records = []
-    with tqdm(total=len(paths), unit="image", file=sys.stderr, disable=None) as bar:
-        for batch in batches(paths, tok.config.image_size, proto, batch_size):
+    with progress_bar(len(paths), "alit demo", progress) as bar:
+        for batch in batches(paths, tok.config.image_size, proto, batch_size, bar=bar):
             records += _score(tok, rule, proto, batch, out)
-            bar.update(len(batch.paths))
 
     lengths = [str(L) for L in tok.config.lengths]
     chosen = [r["chosen_tokens"] for r in records]

@@ -181,13 +181,16 @@ class Batch:
     upscaled: list = None  # (path, (h, w)) of images smaller than S on a side, enlarged (resize-crop)
 
 
-def batches(paths: list[Path], size: int, proto: Protocol, batch_size: int, on_error=None):
-    """Yield Batch objects of prepared images; an unreadable file goes to on_error(message) and is skipped."""
+def batches(paths: list[Path], size: int, proto: Protocol, batch_size: int, on_error=None, bar=None):
+    """Yield Batch objects of prepared images; an unreadable file goes to on_error(message) and is skipped.
+    bar (`alit.progress.progress_bar`): advanced by every file of a batch, read or not, once the
+    caller is done with the batch (when it asks for the next one)."""
     if batch_size < 1:
         raise AlitError(f"--batch-size must be at least 1, got {batch_size}")
     for start in range(0, len(paths), batch_size):
         kept, images, padded, upscaled = [], [], 0, []
-        for path in paths[start:start + batch_size]:
+        chunk = paths[start:start + batch_size]
+        for path in chunk:
             try:
                 # resize-crop may shrink a huge image while decoding; center-crop keeps every pixel
                 raw = read_image(path, size if proto.resize else None)
@@ -204,6 +207,8 @@ def batches(paths: list[Path], size: int, proto: Protocol, batch_size: int, on_e
             padded += was_padded
         if kept:
             yield Batch(kept, torch.stack(images), padded, upscaled)
+        if bar is not None:
+            bar.update(len(chunk))
 
 
 def upscale_warning(path, hw: tuple[int, int], size: int) -> str:
