@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..errors import AlitError
 from ..images import IMAGE_SUFFIXES, ImageReadError, find_images, fit, read_image
+from ..resolve import NoSuchCheckpoint, known_names
 from ..scoring import to_8bit
 from ..tokenizer import load
 
@@ -87,6 +88,11 @@ def load_model(spec: str | Path | None, device: str | torch.device | None = None
     check_not_an_image(spec)
     try:
         tok = load(spec, precision=precision)
+    except NoSuchCheckpoint:  # a moved run folder, a typo: say what --checkpoint takes
+        raise AlitError(f"--checkpoint {spec}: no such checkpoint folder or file. --checkpoint PATH takes a model "
+                        f"folder (model.safetensors + config.json: a training run or `alit convert`'s output; one "
+                        f"that moved: its new PATH) or a model name: {known_names()} (`alit models` lists them)"
+                        ) from None
     except AlitError as e:
         if str(spec) == "default":  # the bundled model, whatever the working directory holds
             raise AlitError(f"--checkpoint default: no bundled default model can be loaded in this install "
