@@ -126,7 +126,8 @@ def test_the_bundled_models_base_before_stage_2_is_the_readmes():
     fingerprint = alit.load("default").fingerprint()
     assert fingerprint in BEFORE_STAGE_2
     l1, psnr = BEFORE_STAGE_2[fingerprint]
-    assert f"Before stage 2 the base scored {l1:.4f} / {psnr:.2f} dB on these photos" in " ".join(README.read_text().split())
+    readme = " ".join(README.read_text().split())  # its lines joined
+    assert f"Before stage 2 the base scored {l1:.4f} / {psnr:.2f} dB on these photos" in readme
     assert f"L1 {l1:.4f}, PSNR {psnr:.2f} dB" in base_note(fingerprint)
 
 

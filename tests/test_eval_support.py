@@ -111,7 +111,7 @@ def render(page: Path, screenshot: Path, size: tuple[int, int] = (1280, 900)) ->
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  f"--user-data-dir={profile}", f"--screenshot={screenshot}", f"--window-size={size[0]},{size[1]}",
                  "--hide-scrollbars", "--dump-dom", probe.resolve().as_uri()],
-                capture_output=True, text=True, timeout=120)
+                capture_output=True, text=True, timeout=600)  # only a guard against a hang
     finally:
         probe.unlink()
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -188,7 +188,8 @@ def _page(summary: dict) -> Page:
                         + (" or whose block of tokens gained less than the gain" if "+gain:" in summary["criterion"] else "")
                         + ", the longest when none does"),
         ("base decoder (inside the model, retrained in stage 2)",
-         f"L1 {base['l1']:.4f}, PSNR {base['psnr']:.2f} dB, SSIM {base['ssim']:.3f}: " + base_note(model["fingerprint"])),
+         f"L1 {base['l1']:.4f}, PSNR {base['psnr']:.2f} dB, SSIM {base['ssim']:.3f}: "
+         + base_note(model["fingerprint"])),
         ("mean chosen tokens", f"{summary['mean_chosen_tokens']:.1f}"),
         ("Spearman rho, chosen tokens vs PNG bits per pixel",
          f"{rank['rho']:.3f} (p = {rank['p']:.2g}, n = {rank['n']})" if rank["rho"] is not None

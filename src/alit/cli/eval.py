@@ -9,8 +9,8 @@ from ..eval.inputs import load_model, parse_lengths
 from ..eval.report import fmt
 from ..eval.sweep import EvalOptions, evaluate
 from ..eval.sweep_report import table_rows
-from .options import add_criterion_arg, add_limit_arg, add_model_args, add_out_arg, add_progress_arg, add_protocol_arg, \
-    at_least, check_criterion, output_folder, print_table
+from .options import add_criterion_arg, add_limit_arg, add_model_args, add_out_arg, add_progress_arg, \
+    add_protocol_arg, at_least, check_criterion, output_folder, print_table
 
 PROTOCOLS_HELP = (
     "resize-crop (default, the common protocol): resize the shorter side to S = the model's image size "
