@@ -22,12 +22,13 @@ from test_eval_support import make_checkpoint, one_thread, write_images, write_l
 
 @contextlib.contextmanager
 def stderr_on(kind: str, monkeypatch):
-    """sys.stderr on a pseudo-terminal of 100 x 30 (kind "terminal") or a pipe for the block; yields
-    the bytes it received, complete once the block is left (a thread reads them, so a long output
-    never blocks a write)."""
-    if kind == "terminal":
+    """sys.stderr on a pseudo-terminal of 100 x 30 (kind "terminal"), one that reports no size
+    ("unsized terminal") or a pipe for the block; yields the bytes it received, complete once the
+    block is left (a thread reads them, so a long output never blocks a write)."""
+    if kind.endswith("terminal"):
         reading, writing = pty.openpty()
-        fcntl.ioctl(writing, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        if kind == "terminal":
+            fcntl.ioctl(writing, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     else:
         reading, writing = os.pipe()
     received = bytearray()
@@ -45,7 +46,7 @@ def stderr_on(kind: str, monkeypatch):
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     stream = os.fdopen(writing, "w", buffering=1)
-    assert stream.isatty() == (kind == "terminal")
+    assert stream.isatty() == kind.endswith("terminal")
     with monkeypatch.context() as m:
         m.setattr(sys, "stderr", stream)
         try:
@@ -102,6 +103,13 @@ def test_a_bar_on_a_terminal_and_none_with_no_progress(name, inputs, tmp_path, m
     if name != "alit demo":  # (48 photos: its flag is the same one line as the others')
         text = run(argv + ["--no-progress", "--out", str(tmp_path / "quiet")], "terminal", monkeypatch)
         assert "%|" not in text and not BAR_REDRAW.search(text), text[-2000:]
+
+
+def test_a_bar_on_a_terminal_that_reports_no_width(inputs, tmp_path, monkeypatch, one_thread):
+    """tqdm draws nothing on a terminal of 0 columns: the bar takes 80 there."""
+    root, ckpt = inputs
+    argv = [str(a) for a in COMMANDS["alit reconstruct"](root, tmp_path / "out")] + ["--checkpoint", str(ckpt)]
+    assert "alit reconstruct: 100%|" in run(argv, "unsized terminal", monkeypatch)
 
 
 @pytest.mark.parametrize("name", ["alit reconstruct", "alit eval"])

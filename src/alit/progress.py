@@ -3,6 +3,7 @@ rate and ETA), drawn only when stderr is a terminal, so a pipe, a file or a log 
 not at all when a command is given `--no-progress` (enabled=False)."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Iterable, TypeVar
 
@@ -14,15 +15,24 @@ T = TypeVar("T")
 def progress_bar(total: int | None, desc: str, enabled: bool = True, unit: str = "image") -> tqdm:
     """A bar of `total` units on stderr, to `update(n)` (use it as a context manager). Off unless
     `enabled` and stderr is a terminal (tqdm's disable=None); off, every call on it does nothing."""
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                disable=None if enabled else True)
+    return tqdm(total=total, desc=desc, unit=unit, **_on_stderr(enabled))
 
 
 def tracked(items: Iterable[T], total: int | None, desc: str, enabled: bool = True, unit: str = "image"
-             ) -> Iterable[T]:
+            ) -> Iterable[T]:
     """`items` as they are, with a bar that counts one unit for each (as `progress_bar`)."""
-    return tqdm(items, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                disable=None if enabled else True)
+    return tqdm(items, total=total, desc=desc, unit=unit, **_on_stderr(enabled))
+
+
+def _on_stderr(enabled: bool) -> dict:
+    """tqdm's options: stderr, as wide as the terminal; a terminal that reports no width (a
+    pseudo-terminal nobody sized) gets 80 x 24, where tqdm would draw nothing at all."""
+    try:
+        sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):  # not a terminal (then no bar anyway), or no file number
+        sized = True
+    width = {"dynamic_ncols": True} if sized else {"ncols": 80, "nrows": 24}
+    return {"file": sys.stderr, "disable": None if enabled else True, **width}
 
 
 def say(line: str) -> None:
