@@ -50,8 +50,9 @@ def _add_photos_parser(data) -> None:
     add_out_arg(s)
     s.add_argument("--tiers", default="0,1", help="which tiers: 0, 1 or 0,1 (default 0,1)")
     s.add_argument("--no-install", action="store_true", help="use only what is on disk; never run apt-get")
-    s.add_argument("--yes", action="store_true", help="let alit install gcompris-qt-data and mate-backgrounds "
-                   "system-wide (apt-get install, as root) when they are missing")
+    s.add_argument("--yes", action="store_true", help="let alit change the system, as root: apt-get install "
+                   "gcompris-qt-data and mate-backgrounds when they are missing, apt-get update when the package "
+                   "lists are stale")
     s.set_defaults(func=run_photos)
 
 

@@ -33,19 +33,21 @@ class Debian:
         return ""
 
     def _apt(self, args: list[str], cwd: Path | None = None) -> str:
-        """Run apt-get; on failure update the package lists once and retry. '' or the error."""
+        """Run apt-get; on failure update the package lists (system-wide: only when allowed) once and
+        retry. '' or the error."""
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for attempt in range(2):
             run = subprocess.run(["apt-get", *args], cwd=cwd, env=env, capture_output=True, text=True)
             if run.returncode == 0:
                 return ""
-            if attempt or self._updated:
+            if attempt or self._updated or not self.system:
                 break
-            self.log("apt-get update")
+            self.log("apt-get update (system-wide, as --yes allows)")
             self._updated = True
             subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True)
         lines = [l for l in (run.stderr + run.stdout).splitlines() if l.startswith("E:")]
-        return (lines[-1] if lines else f"apt-get {args[0]} exited with {run.returncode}").strip()
+        error = (lines[-1] if lines else f"apt-get {args[0]} exited with {run.returncode}").strip()
+        return error if self.system else f"{error} (with --yes, as root, alit updates the package lists and retries)"
 
     def ensure(self, package: str, present: Callable[[], bool]) -> str:
         """Install `package` unless present(); '' when it is there now, else why not."""
