@@ -210,7 +210,7 @@ def _page(summary: dict) -> Page:
 def base_note(fingerprint: str) -> str:
     """What the base column is, and what it scored before stage 2 where that is known."""
     text = ("the model's base decoder on its own encoder's code of each photo, scored as every length is. "
-            "No ceiling here: stage 2 (`alit train finetune`) retrains this decoder for the codes ALIT "
+            "No ceiling here: stage 2 (alit train finetune) retrains this decoder for the codes ALIT "
             "predicts, so on its encoder's own code it draws darker, redder pictures and scores worse than "
             "it did as trained (a model without stage 2 keeps its base as trained)")
     if fingerprint in BEFORE_STAGE_2:
