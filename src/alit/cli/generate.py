@@ -42,7 +42,9 @@ def add_parser(sub) -> None:
                        "it models, and write OUT/sample-NNNN.png and OUT/samples.json (per sample: file, num_tokens, "
                        "log_likelihood and length_log_likelihood in nats under the model, seconds of sampling, "
                        "class, seed, index). Sampling time grows with the length.")
-    s.add_argument("--generator", required=True, metavar="RUN", help="generator folder or training run folder")
+    s.add_argument("--generator", default="default", metavar="RUN",
+                   help="generator folder or training run folder (default: the bundled default generator, of the "
+                   "bundled tokenizer's tokens of 273 small photos)")
     s.add_argument("--num", type=int, required=True, metavar="N", help="number of images")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--num-tokens", default="auto", metavar="L|auto",
