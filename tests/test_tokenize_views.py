@@ -15,7 +15,7 @@ import alit
 from alit.cli import main
 from alit.criteria import EightBit, L1Below
 from alit.images import load_image, read_image
-from alit.tokens.views import view_key, view_loader, view_of, view_seed
+from alit.tokens.views import SCALE, square_box, view_key, view_loader, view_seed
 from alit.weights import save
 
 PHOTOS = Path(alit.__file__).parent / "assets" / "demo_photos"
@@ -84,19 +84,21 @@ def test_views_are_seeded_crops_and_flips(data):
     assert all(torch.equal(view_loader(key, v)(data / key, 64), views[v]) for v in range(8))  # the same each time
     assert all(not torch.equal(views[a], views[b]) for a in range(8) for b in range(a))  # and each its own
     plain = load_image(data / key, 64)
-    assert all((x - plain).abs().mean() > 0.005 for x in views)
+    assert all((x - plain).abs().mean() > 0.005 for x in views)  # none is the centre crop
     assert view_seed(key, 0) != view_seed(key, 1) != view_seed("other.jpg", 1)
+    # squares of 80-100% of the largest square's area, all over a wide image (228 x 128 here)
+    boxes = [square_box(228, 128, torch.Generator().manual_seed(view_seed(key, v))) for v in range(200)]
+    sides = [side for _, _, side in boxes]
+    assert round(128 * SCALE[0] ** 0.5) <= min(sides) < 0.91 * 128 and 0.99 * 128 < max(sides) <= 128
+    assert min(left for left, _, _ in boxes) < 10 and max(left + side for left, _, side in boxes) > 218
     # a flip is a mirror of the same crop: some seed flips and some does not
     flips = [torch.rand(1, generator=_after_crop(image, view_seed(key, v))).item() < 0.5 for v in range(8)]
     assert any(flips) and not all(flips)
 
 
 def _after_crop(image: torch.Tensor, seed: int) -> torch.Generator:
-    from alit.data.transforms import RATIO, crop_box
-    from alit.tokens.views import SCALE
-
     gen = torch.Generator().manual_seed(seed)
-    crop_box(image.shape[2], image.shape[1], SCALE, gen, RATIO)
+    square_box(image.shape[2], image.shape[1], gen)
     return gen
 
 
