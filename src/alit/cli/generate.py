@@ -7,6 +7,7 @@ from ..errors import AlitError
 from ..eval.inputs import default_device
 from ..generator import load_generator
 from ..generator.files import write_samples
+from .options import add_batch_size_arg
 
 
 def run(args) -> int:
@@ -60,7 +61,7 @@ def add_parser(sub) -> None:
     s.add_argument("--seed", type=int, default=None, metavar="S",
                    help="seed (default: a random one, printed and written to samples.json); sample i depends on "
                    "(S, i) only, not on --num or --batch-size")
-    s.add_argument("--batch-size", type=int, default=64, metavar="B", help="samples per batch (default 64)")
+    add_batch_size_arg(s, 64)  # images (samples) per forward pass
     s.add_argument("--checkpoint", default=None, metavar="CKPT",
                    help="the tokenizer to decode with (default: the one the generator records; it must be the "
                    "tokenizer whose tokens the generator models)")
