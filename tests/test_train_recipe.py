@@ -31,10 +31,10 @@ def test_one_registry_names_the_stages():
     from alit.train import STAGE_NAMES, stage_spec
     from alit.train.stage import Stage
 
-    assert STAGE_NAMES == tuple(STAGES) == ("base", "distill", "finetune")
+    assert STAGE_NAMES == tuple(STAGES) == ("base", "distill", "finetune", "generator")
     for name, spec in STAGES.items():
         assert spec.name == name and issubclass(spec.stage, Stage) and isinstance(L.load("tiny", name), spec.recipe)
-    with pytest.raises(AlitError, match="unknown stage 'nope'; choose from base, distill, finetune"):
+    with pytest.raises(AlitError, match="unknown stage 'nope'; choose from base, distill, finetune, generator"):
         stage_spec("nope")
     with pytest.raises(AlitError, match="a 'distill' recipe cannot become a 'finetune' one"):
         L.load("tiny", "distill", ["stage=finetune"])

@@ -11,6 +11,7 @@ from ..eval.inputs import default_device
 from ..generator import GeneratorData, load_generator
 from ..generator.evaluate import evaluate_generator
 from ..generator.io import read_meta
+from .options import add_batch_size_arg
 
 NAME = "eval generator"
 
@@ -61,7 +62,7 @@ def add_parser(sub) -> None:
     s.add_argument("--num", type=int, default=256, metavar="N", help="samples under auto (default 256)")
     s.add_argument("--per-length", type=int, default=8, metavar="N", help="samples shown at each length (default 8)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    s.add_argument("--batch-size", type=int, default=64, metavar="B", help="sequences per batch (default 64)")
+    add_batch_size_arg(s, 64)  # images (samples) per forward pass
     s.add_argument("--checkpoint", default=None, metavar="CKPT",
                    help="the tokenizer to decode with (default: the one the generator records)")
     s.add_argument("--fid-weights", default=None, metavar="PATH",

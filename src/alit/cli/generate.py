@@ -7,6 +7,7 @@ from ..errors import AlitError
 from ..eval.inputs import default_device
 from ..generator import load_generator
 from ..generator.files import write_samples
+from .options import add_batch_size_arg
 
 
 def run(args) -> int:
@@ -42,7 +43,9 @@ def add_parser(sub) -> None:
                        "it models, and write OUT/sample-NNNN.png and OUT/samples.json (per sample: file, num_tokens, "
                        "log_likelihood and length_log_likelihood in nats under the model, seconds of sampling, "
                        "class, seed, index). Sampling time grows with the length.")
-    s.add_argument("--generator", required=True, metavar="RUN", help="generator folder or training run folder")
+    s.add_argument("--generator", default="default", metavar="RUN",
+                   help="generator folder or training run folder (default: the bundled default generator, of the "
+                   "bundled tokenizer's tokens of 273 small photos)")
     s.add_argument("--num", type=int, required=True, metavar="N", help="number of images")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--num-tokens", default="auto", metavar="L|auto",
@@ -58,7 +61,7 @@ def add_parser(sub) -> None:
     s.add_argument("--seed", type=int, default=None, metavar="S",
                    help="seed (default: a random one, printed and written to samples.json); sample i depends on "
                    "(S, i) only, not on --num or --batch-size")
-    s.add_argument("--batch-size", type=int, default=64, metavar="B", help="samples per batch (default 64)")
+    add_batch_size_arg(s, 64)  # images (samples) per forward pass
     s.add_argument("--checkpoint", default=None, metavar="CKPT",
                    help="the tokenizer to decode with (default: the one the generator records; it must be the "
                    "tokenizer whose tokens the generator models)")

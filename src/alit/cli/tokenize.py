@@ -79,7 +79,7 @@ def _tokenize(args, given: list[str], precision: str, device, rank: int, world: 
         checkpoint = str(Path(checkpoint).resolve())
     opts = Options(data=args.data, out=args.out, mode=mode, value=value, checkpoint=checkpoint,
                    batch_size=args.batch_size, precision=precision, part_size=args.part_size,
-                   workers=args.workers, progress=not args.no_progress)
+                   workers=args.workers, progress=not args.no_progress, views=args.views)
     return tokenize(tok, opts, rank=rank, world=world)
 
 
@@ -193,6 +193,10 @@ def _add_tokenize_parser(sub) -> None:
     s.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help=argparse.SUPPRESS)  # deprecated
     s.add_argument("--part-size", type=int, default=256, metavar="N",
                    help="images per Parquet part of an image folder (default 256); a shard is one part")
+    s.add_argument("--views", type=int, default=0, metavar="K",
+                   help="K seeded random views of every image instead of the image itself (random resized crop "
+                   "of 80-100%% of the area and a horizontal flip, as the training recipes crop), keyed KEY#k, "
+                   "k = 0..K-1; the same views on every run")
     s.add_argument("--workers", type=int, default=None, metavar="N",
                    help="processes decoding images ahead of the model, across parts, into pinned memory on CUDA "
                    "(default: min(4, CPUs per process); 0: in the main process, no reading ahead)")

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -73,9 +74,20 @@ class Generator(LengthGPT):
                               tokenizer_checkpoint=self.tokenizer_checkpoint)
 
 
-def load_generator(path: str | Path, tokenizer: AdaptiveTokenizer | None = None) -> Generator:
-    """A generator in eval mode from its folder (or a run folder); with `tokenizer`, refused unless
-    that is the tokenizer whose tokens it models."""
+DEFAULT = "default"  # the bundled generator (alit/assets/generator-default) of the bundled tokenizer's tokens
+
+
+def default_generator_dir() -> Path:
+    """The folder of the bundled default generator."""
+    return Path(str(resources.files("alit") / "assets" / "generator-default"))
+
+
+def load_generator(path: str | Path = DEFAULT, tokenizer: AdaptiveTokenizer | None = None) -> Generator:
+    """A generator in eval mode from its folder (or a run folder), or "default" (the bundled one, of
+    `alit.load("default")`'s tokens); with `tokenizer`, refused unless that is the tokenizer whose
+    tokens it models. (A folder named default: give it as ./default.)"""
+    if str(path) == DEFAULT:
+        path = default_generator_dir()
     config, meta, state = read_generator(path)
     if tokenizer is not None and tokenizer.fingerprint() != config.tokenizer:
         raise AlitError(f"{path}: models the tokens of tokenizer {config.tokenizer}; the tokenizer given is "

@@ -58,6 +58,7 @@ class Options:
     part_size: int = 256
     workers: int | None = None      # processes decoding images; 0: the main one; None: default_workers
     progress: bool = True
+    views: int = 0                  # K random views of each image, keyed KEY#k (`views.py`); 0: none
 
 
 def default_workers(world: int = 1) -> int:
@@ -71,7 +72,7 @@ def tokenize(tok, opts: Options, *, rank: int = 0, world: int = 1, log=print, wa
     `log` takes the line on a finished DIR, `warn` those about files and images (rank 0 the folder's,
     each rank its own images'); the resuming line and the progress bar go to stderr."""
     start = time.time()
-    source = open_source(opts.data, opts.part_size)  # a missing reader fails before DIR is made
+    source = open_source(opts.data, opts.part_size, opts.views)  # a missing reader fails before DIR is made
     files = layout(opts.out)
     state = files.state
     _claim(files, _identity(tok, opts, source))
@@ -109,7 +110,8 @@ def tokenize(tok, opts: Options, *, rank: int = 0, world: int = 1, log=print, wa
 
 # --- the run's identity: a DIR holds one job ---------------------------------------------------------
 def _identity(tok, opts: Options, source: Source) -> dict:
-    return {"format": FORMAT, "version": VERSION, "model": tok.fingerprint(),
+    views = {"views": opts.views} if opts.views else {}  # absent without views: older folders stay this job's
+    return {**views, "format": FORMAT, "version": VERSION, "model": tok.fingerprint(),
             "tokens": {"mode": opts.mode, "value": opts.value}, "precision": opts.precision,
             "data": {"kind": source.kind, "identity": source.identity, "parts": source.num_parts},
             "part_size": opts.part_size if source.kind == "folder" else None}
@@ -126,10 +128,10 @@ def _claim(files: Layout, identity: dict) -> None:
             raise AlitError(f"{out}: unreadable run options ({path}: {e})") from None
         if "dtype" in theirs and "precision" not in theirs:
             theirs["precision"] = theirs.pop("dtype")  # a DIR from before --precision: --dtype, same names
-        diff = [k for k in identity if theirs.get(k) != identity[k]]
+        diff = [k for k in dict.fromkeys([*identity, "views"]) if theirs.get(k) != identity.get(k)]
         if diff:
             what = {"model": "another model", "tokens": "other length options", "precision": "another --precision",
-                    "data": "other data (or the data changed)", "part_size": "another --part-size"}
+                    "views": "another --views", "data": "other data (or the data changed)", "part_size": "another --part-size"}
             named = ", ".join(what.get(k, k) for k in diff)
             raise AlitError(f"{out}: holds tokens made with {named}; use a new --out folder, or the "
                             f"same options to finish that run")
@@ -354,7 +356,8 @@ def _index(tok, opts: Options, source: Source, records: dict, world: int, second
         "format": FORMAT, "version": VERSION,
         "model": {"fingerprint": tok.fingerprint(), "checkpoint": opts.checkpoint, "config": config.to_dict()},
         "tokens": how, "precision": opts.precision,
-        "data": {"source": str(opts.data), "kind": source.kind, "parts": source.num_parts},
+        "data": {"source": str(opts.data), "kind": source.kind, "parts": source.num_parts,
+                 **({"views": opts.views} if opts.views else {})},
         "columns": {"key": "path relative to the data folder, or the WebDataset key", "num_tokens": "int16",
                     ("ids" if K else "latents"): (f"list of {ids_type(K)} (codebook of {K})" if K else
                                                   f"list of {config.latent_dim} float32 per token")},

@@ -33,6 +33,7 @@ from ..data.shards import IMAGE_KEYS, expand, is_shards
 from ..errors import AlitError
 from ..images import ImageReadError, find_images, fit, read_image
 from ..scoring import to_8bit
+from .views import view_key, view_of, view_seed
 
 # An item: its key and a function that reads it as the model sees it, [3, S, S] in [0, 1], with its
 # notes ((kind, detail): "enlarged" or "animated"), or raises ImageReadError with a one-line reason.
@@ -51,35 +52,45 @@ class Source:
     _urls: list[str] | None = None
     part_size: int = 0
     warnings: list[str] = field(default_factory=list)  # lines about files of the folder not read
+    views: int = 0            # --views K: K random views of each image, keyed KEY#k (0: the image itself)
 
     def items(self, part: int, size: int, start: int = 0, stop: int | None = None) -> Iterator[Item]:
         """The images of one part, in order (those from `start` to `stop` only, when given)."""
         if self.kind == "folder":
             root = Path(self.root)
             files = self._files[part * self.part_size:(part + 1) * self.part_size]
-            for path in files[start:stop]:
-                yield path.relative_to(root).as_posix(), _file_reader(path, size)
+            views = [(path, k) for path in files for k in range(self.views)] if self.views else \
+                [(path, None) for path in files]
+            for path, k in views[start:stop]:
+                key = path.relative_to(root).as_posix()
+                if k is None:
+                    yield key, _file_reader(path, size)
+                else:
+                    yield view_key(key, k), _file_reader(path, size, view_seed(key, k))
         else:
-            yield from itertools.islice(_shard_items(self._urls[part], size), start, stop)
+            yield from itertools.islice(_shard_items(self._urls[part], size, self.views), start, stop)
 
     def part_images(self, part: int) -> int | None:
         """Images in a part (None for a shard: known once read)."""
         if self.kind != "folder":
             return None
-        return len(self._files[part * self.part_size:(part + 1) * self.part_size])
+        return len(self._files[part * self.part_size:(part + 1) * self.part_size]) * max(1, self.views)
 
 
-def open_source(data: str, part_size: int) -> Source:
-    """An image folder (recursive) or WebDataset shards (a .tar, a brace pattern or a folder of .tar)."""
+def open_source(data: str, part_size: int, views: int = 0) -> Source:
+    """An image folder (recursive) or WebDataset shards (a .tar, a brace pattern or a folder of .tar);
+    views: K random views of each image (`views.py`), 0 for the images themselves."""
     if part_size < 1:
         raise AlitError(f"--part-size must be at least 1, got {part_size}")
+    if views < 0:
+        raise AlitError(f"--views must be 0 (the images themselves) or more, got {views}")
     if is_shards(data):
         _need_webdataset()
         urls = expand(data)
         h = hashlib.sha256()
         for u in urls:
             h.update(f"{Path(u).name}:{Path(u).stat().st_size}\n".encode())
-        return Source("shards", data, len(urls), h.hexdigest()[:16], None, _urls=urls)
+        return Source("shards", data, len(urls), h.hexdigest()[:16], None, _urls=urls, views=views)
     root = Path(data)
     if not root.is_dir():
         raise AlitError(f"{data}: no such image folder or shard pattern")
@@ -93,7 +104,7 @@ def open_source(data: str, part_size: int) -> Source:
     # reconstruct's line, less its advice to name a file directly, which DATA cannot do
     warnings = [line.split("; name a file directly")[0] for line in not_images]
     return Source("folder", data, parts, h.hexdigest()[:16], len(files), _files=files, part_size=part_size,
-                  warnings=warnings)
+                  warnings=warnings, views=views)
 
 
 def _need_webdataset() -> None:
@@ -238,16 +249,17 @@ def _take(items: Iterator[Item], n: int) -> list[Item]:
     return list(itertools.islice(items, n))
 
 
-def _prepare(path: str | Path, size: int) -> tuple[torch.Tensor, list[Note]]:
-    """`alit.images.load_image(path, size)`, with what a user hears of from `alit reconstruct`:
-    ("enlarged", "WxH") for an image smaller than the model's size, ("animated", "N frames")."""
+def _prepare(path: str | Path, size: int, seed: int | None = None) -> tuple[torch.Tensor, list[Note]]:
+    """`alit.images.load_image(path, size)` (or, given a view's seed, that view: views.py), with what
+    a user hears of from `alit reconstruct`: ("enlarged", "WxH") for an image smaller than the
+    model's size, ("animated", "N frames")."""
     raw = read_image(path, size)  # [3, H, W]
     h, w = raw.shape[1:]
     notes = [("enlarged", f"{w}x{h}")] if min(h, w) < size else []
     frames = _frames(path)
     if frames > 1:
         notes.append(("animated", f"{frames} frames"))
-    return to_8bit(fit(raw, size)), notes
+    return (to_8bit(fit(raw, size)) if seed is None else view_of(raw, size, seed)), notes
 
 
 def _frames(path: str | Path) -> int:
@@ -262,18 +274,19 @@ def _frames(path: str | Path) -> int:
         return 1
 
 
-def _file_reader(path: Path, size: int) -> Callable[[], tuple[torch.Tensor, list[Note]]]:
+def _file_reader(path: Path, size: int, seed: int | None = None
+                 ) -> Callable[[], tuple[torch.Tensor, list[Note]]]:
     def read() -> tuple[torch.Tensor, list[Note]]:
         try:
-            return _prepare(path, size)
+            return _prepare(path, size, seed)
         except ImageReadError as e:
             raise ImageReadError(_reason(str(e), str(path))) from None
     return read
 
 
-def _shard_items(url: str, size: int) -> Iterator[Item]:
-    """(key, reader) per sample of a shard; a sample without an image, or a broken shard, is an
-    item whose reader raises, so it is recorded as skipped."""
+def _shard_items(url: str, size: int, views: int = 0) -> Iterator[Item]:
+    """(key, reader) per sample of a shard (per view of it with `views`); a sample without an image,
+    or a broken shard, is an item whose reader raises, so it is recorded as skipped."""
     from webdataset import tarfile_samples
 
     errors: list[str] = []
@@ -288,22 +301,26 @@ def _shard_items(url: str, size: int) -> Iterator[Item]:
         errors.clear()
         key = sample.get("__key__", "?")
         member = next((k for k in IMAGE_KEYS if k in sample), None)
-        if member is None:
-            yield key, _failing("no image member (looked for ." + ", .".join(IMAGE_KEYS) + ")")
-        else:
-            yield key, _bytes_reader(sample[member], member, size)
+        for k in range(views) if views else [None]:
+            name = key if k is None else view_key(key, k)
+            if member is None:
+                yield name, _failing("no image member (looked for ." + ", .".join(IMAGE_KEYS) + ")")
+            else:
+                seed = None if k is None else view_seed(key, k)
+                yield name, _bytes_reader(sample[member], member, size, seed)
     for message in errors:
         yield f"{Path(url).name}:?", _failing(f"unreadable shard ({message})")
 
 
-def _bytes_reader(data: bytes, suffix: str, size: int) -> Callable[[], tuple[torch.Tensor, list[Note]]]:
+def _bytes_reader(data: bytes, suffix: str, size: int, seed: int | None = None
+                  ) -> Callable[[], tuple[torch.Tensor, list[Note]]]:
     def read() -> tuple[torch.Tensor, list[Note]]:
         # through a file, so that a shard's image is read exactly as the same file in a folder is
         fd, name = tempfile.mkstemp(suffix=f".{suffix}", prefix="alit-tokenize-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            return _prepare(name, size)
+            return _prepare(name, size, seed)
         except ImageReadError as e:
             raise ImageReadError(_reason(str(e), name)) from None
         finally:

@@ -71,16 +71,16 @@ def model_dir(path: str | Path) -> Path:
     return path
 
 
-def save(run_dir: str | Path, step: int, model_state: dict[str, torch.Tensor], config, train_state: dict,
-         keep: int, image_size: int | None = None) -> Path:
-    """Write checkpoint `step` atomically, publish it as the run's model, keep the newest `keep`."""
+def save(run_dir: str | Path, step: int, write_model, train_state: dict, keep: int) -> Path:
+    """Write checkpoint `step` atomically, publish it as the run's model, keep the newest `keep`.
+    write_model(folder, source): writes the model's model.safetensors + config.json into folder."""
     run_dir = Path(run_dir)
     final = step_dir(run_dir, step)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    weights.save(model_state, config, tmp, source=f"alit train, step {step}", image_size=image_size)
+    write_model(tmp, f"alit train, step {step}")
     torch.save(train_state, tmp / STATE_FILE)
     if final.exists():  # a rerun of the same step (resume from an older checkpoint)
         shutil.rmtree(final)

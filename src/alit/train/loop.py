@@ -127,7 +127,7 @@ def start(recipe: Recipe, stage_cls, run_dir: Path, device: torch.device, saved:
     torch.manual_seed(recipe.seed)  # the same initial weights on every process
     log_lines: list[str] = []
     stage: Stage = stage_cls(recipe, device, log_lines.append,
-                             saved_meta=saved.meta() if saved is not None else None)
+                             saved_meta=stage_cls.read_model_meta(saved.path) if saved is not None else None)
     data = stage.training_data(BatchPlan(recipe.batch_size, micro, dist.rank(), world, recipe.seed, begun + 1))
     size = data.size or recipe.dataset_size
     stage.steps_per_epoch = size / recipe.batch_size if size else None

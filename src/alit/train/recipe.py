@@ -14,6 +14,7 @@ import yaml
 
 from ..config import HALTING_MODES
 from ..errors import AlitError
+from ..generator.model import PRESETS as GENERATOR_PRESETS
 from ..losses.distill import DISTILL_WEIGHTS
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
@@ -200,6 +201,35 @@ class FinetuneRecipe(PixelLosses, Recipe):
             raise AlitError(f"recipe: iteration_cycle must be a non-empty list of iteration numbers "
                             f"(0 = the first), or null for 0..T-1; got {cycle!r}")
 
+
+
+@dataclass
+class GeneratorRecipe(Recipe):
+    """A length-aware autoregressive generator of a tokenizer's ids (alit/generator/), trained on the
+    token folder `data` that `alit tokenize` wrote. `model` is a generator preset (tiny, small,
+    base); `model_overrides` any other GeneratorConfig field (n_layer, n_head, n_embd, dropout).
+    The image keys (crops, workers, image_every) do not apply."""
+
+    stage: str = "generator"
+    classes: bool = False               # condition on the first folder of each key (ImageFolder layout)
+    class_dropout: float = 0.1          # share of sequences trained without their class (guidance)
+    batch_size: int = 64                # sequences per optimizer step
+    max_steps: Duration = 2000
+    warmup: Duration = 100
+    lr: float | None = 1.0e-3
+    min_lr: float = 1.0e-4
+    weight_decay: float = 0.1
+    grad_clip: float | None = 1.0
+    ema: float = 0.999
+    workers: int = 0
+    checkpoint_every: int = 500
+    image_every: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _choice("model", self.model, tuple(GENERATOR_PRESETS))
+        if not 0 <= self.class_dropout < 1:
+            raise AlitError(f"recipe: class_dropout must be in [0, 1), got {self.class_dropout}")
 
 # --- durations -----------------------------------------------------------------------------------
 def parse_duration(value: Duration, steps_per_epoch: float | None, name: str = "duration",

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..weights import read_meta
 from . import checkpoint
 from .ema import EMA
 from .optim import OptimizerStep
@@ -35,10 +34,6 @@ class Saved:
     @property
     def step(self) -> int:
         return self.state["step"]
-
-    def meta(self) -> dict:
-        """Its config.json (the model's config, the image size)."""
-        return read_meta(self.path)
 
     def counters(self) -> Counters:
         return Counters(self.state.get("nonfinite_streak", 0), set(self.state.get("skipped_files", [])))
@@ -66,7 +61,6 @@ def restore(saved: Saved, stage: Stage, update: OptimizerStep, ema: EMA | None, 
 def save(run_dir: Path, step: int, world: int, stage: Stage, update: OptimizerStep, ema: EMA | None,
          counters: Counters) -> Path:
     """Checkpoint `step` (the EMA weights, or the raw ones without an EMA, as the model)."""
-    config, image_size = stage.export_config()
     weights = ema.state_dict(like=stage.model) if ema is not None else stage.model.state_dict()
     train_state = {
         "step": step,
@@ -82,8 +76,8 @@ def save(run_dir: Path, step: int, world: int, stage: Stage, update: OptimizerSt
         "rng": {"torch": torch.get_rng_state(), "python": list(_flatten_py_state(random.getstate())),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
-    return checkpoint.save(run_dir, step, weights, config, train_state, stage.recipe.keep_checkpoints,
-                           image_size=image_size)
+    return checkpoint.save(run_dir, step, lambda folder, source: stage.write_model(weights, folder, source),
+                           train_state, stage.recipe.keep_checkpoints)
 
 
 def _flatten_py_state(st):

@@ -2,11 +2,13 @@
 micro-step computes, what a checkpoint exports. `stages.py` names every stage."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from .. import data as data_lib
-from .. import dist
+from .. import dist, weights
 from .optim import adamw
 from .previews import latent_reliance, previews_grid
 from .recipe import Recipe
@@ -36,6 +38,16 @@ class Stage:
     def export_config(self):
         """(config for weights.save, image_size or None)."""
         return self.model.config, None
+
+    def write_model(self, state: dict[str, torch.Tensor], folder: Path, source: str) -> None:
+        """A checkpoint's model: `state` as model.safetensors + config.json in `folder`."""
+        config, image_size = self.export_config()
+        weights.save(state, config, folder, source=source, image_size=image_size)
+
+    @staticmethod
+    def read_model_meta(folder: Path) -> dict:
+        """The config.json that `write_model` wrote (a resumed run's `saved_meta`)."""
+        return weights.read_meta(folder)
 
     # --- what it trains on -------------------------------------------------------------------
     def training_data(self, plan: data_lib.BatchPlan) -> data_lib.TrainingData:

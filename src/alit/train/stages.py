@@ -13,7 +13,8 @@ from ..errors import AlitError
 from .autoencoder import AutoencoderStage
 from .distill import DistillStage
 from .finetune import FinetuneStage
-from .recipe import BaseRecipe, DistillRecipe, FinetuneRecipe, Recipe
+from .generator import GeneratorStage
+from .recipe import BaseRecipe, DistillRecipe, FinetuneRecipe, GeneratorRecipe, Recipe
 from .stage import Stage
 
 
@@ -39,8 +40,10 @@ SPECS = (
               "`alit train distill --base {run}`"),
     StageSpec(DistillRecipe, DistillStage, "stage 1", ALIT_MODEL),
     StageSpec(FinetuneRecipe, FinetuneStage, "stage 2", ALIT_MODEL),
+    StageSpec(GeneratorRecipe, GeneratorStage, "a generator of a token folder's ids (--data TOKENS_DIR)",
+              "alit.load_generator('{run}')"),
 )
-STAGES: dict[str, StageSpec] = {spec.name: spec for spec in SPECS}  # base, distill, finetune
+STAGES: dict[str, StageSpec] = {spec.name: spec for spec in SPECS}  # base, distill, finetune, generator
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
 
 
