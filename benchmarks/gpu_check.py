@@ -370,7 +370,7 @@ def tokenize_rows(report: Report, folder: Path, work: Path, precision: str, npro
     start = time.perf_counter()
     run_command(report, cmd, work / f"tokenize-{precision}-{nproc}.log")
     wall = time.perf_counter() - start
-    index = json.loads((out / "index.json").read_text())
+    index = json.loads((out / "_index.json").read_text())
     rate = index["images_per_second"]
     return [{"what": f"alit tokenize, {index['images_written']} images, {longest} tokens, {nproc} process(es); "
                      f"{wall:.1f} s with start-up", "images_per_s": rate, "ms_per_image": 1e3 / rate,

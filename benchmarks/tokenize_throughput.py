@@ -5,7 +5,7 @@ model's own length rule, on 1 and 2 processes (torchrun), for the bundled model 
     python benchmarks/tokenize_throughput.py --data data/photos/heldout [--images 48] [--out results.json]
 
 Each configuration is a fresh `alit tokenize` run as a user runs it (a new process, or torchrun),
-into a new folder; the figures are those of its index.json (wall time from start-up to the index,
+into a new folder; the figures are those of its _index.json (wall time from start-up to the index,
 model loading included). On a GPU machine the processes use cuda:LOCAL_RANK.
 
 Against bare `tok.encode` (issue #33: the command should run at >= 90% of it):
@@ -15,7 +15,7 @@ Against bare `tok.encode` (issue #33: the command should run at >= 90% of it):
 
 alternates, `--rounds` times, a fresh process timing `tok.encode` at one length on the images
 already prepared (`load_image`, not timed; one warm-up batch, not timed) with a fresh
-`alit tokenize DATA --num-tokens N` (index.json's images/s: its whole run after model loading,
+`alit tokenize DATA --num-tokens N` (_index.json's images/s: its whole run after model loading,
 reading and decoding the files included), both with `--batch-size`, and with `--baseline-src DIR`
 the same command of the source tree DIR (e.g. the alit before a change); it prints each round and
 the medians. Alternating keeps a machine shared with other work fair to all.
@@ -52,7 +52,7 @@ def run(data: Path, out: Path, checkpoint: str, how: list[str], procs: int, batc
     r = subprocess.run(cmd, capture_output=True, text=True, env={**_env(procs), **(env or {})})
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-    return json.loads((out / "index.json").read_text())
+    return json.loads((out / "_index.json").read_text())
 
 
 def _env(procs: int) -> dict:

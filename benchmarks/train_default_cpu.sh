@@ -31,7 +31,7 @@ mkdir -p "$W"
 start=$(date +%s)
 say() { echo "[$(date +%H:%M:%S), $(( ($(date +%s) - start) / 60 )) min] $*"; }
 
-[ -d "$W/photos/train" ] || $PY -m alit data photos --out "$W/photos"
+[ -d "$W/photos/train" ] || $PY -m alit data photos --out "$W/photos" --yes  # --yes: may apt-get install two packages
 $PY benchmarks/shrink_photos.py "$W/photos/train" "$W/small/train"
 n=$(find "$W/small/train" -type f | wc -l)
 [ "$n" = 273 ] || say "note: $n training photos; the log's figures were measured on 273 (without foolbox," \

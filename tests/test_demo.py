@@ -8,12 +8,14 @@ import pytest
 import torch
 
 import alit
-from alit.demo import PHOTOS
+from alit.demo import BEFORE_STAGE_2, PHOTOS, base_note
 from alit.eval.inputs import batches, protocol
 from alit.data.acquire.photos import heldout_names
 from alit.scoring import pixel_metrics
-from conftest import run_alit
+from conftest import REPO, run_alit
 from test_eval_support import CHROMIUM, NO_CHROMIUM, assert_renders, make_checkpoint, one_thread  # noqa: F401
+
+README = REPO / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def test_demo_summary(demo):
         assert summary["mean_ssim"][L] == pytest.approx(sum(r["ssim"][L] for r in summary["images"]) / 48)
     rank = summary["spearman_chosen_vs_png_bpp"]
     assert -1 <= rank["rho"] <= 1 and 0 <= rank["p"] <= 1
-    # the ceiling: the base decoding its own code of each photo, scored as every length is
+    # the base decoder on its encoder's own code of each photo, scored as every length is
     assert set(summary["base"]) == {"l1", "psnr", "ssim"}
     assert summary["base"]["l1"] == pytest.approx(sum(r["base_l1"] for r in summary["images"]) / 48)
     assert summary["base"]["psnr"] == pytest.approx(sum(r["base_psnr"] for r in summary["images"]) / 48)
@@ -110,6 +112,25 @@ def test_demo_page_links_only_existing_images(demo):
     assert page.count('class="img hl"') == 48  # one chosen length per photo
 
 
+def test_demo_page_says_what_it_shows_and_what_the_base_is(demo):
+    page = (demo[0] / "index.html").read_text()
+    assert "alit encodes an image into a sequence of 1D tokens whose length adapts to the image" in page
+    assert "ceiling" not in page.replace("No ceiling here", "")
+    assert "base decoder (inside the model, retrained in stage 2)" in page and "<th>base decoder</th>" in page
+    assert "Before stage 2" not in page  # a random model: nothing is known of its base before stage 2
+
+
+def test_the_bundled_models_base_before_stage_2_is_the_readmes():
+    """The page's figure for the bundled model is the README's, and belongs to the model that ships:
+    a new bundled model must bring its own (BEFORE_STAGE_2)."""
+    fingerprint = alit.load("default").fingerprint()
+    assert fingerprint in BEFORE_STAGE_2
+    l1, psnr = BEFORE_STAGE_2[fingerprint]
+    readme = " ".join(README.read_text().split())  # its lines joined
+    assert f"Before stage 2 the base scored {l1:.4f} / {psnr:.2f} dB on these photos" in readme
+    assert f"L1 {l1:.4f}, PSNR {psnr:.2f} dB" in base_note(fingerprint)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_demo_page_renders(demo, tmp_path):
     assert_renders(demo[0] / "index.html", tmp_path / "demo.png", min_images=48 * 9 + 3)
@@ -119,4 +140,6 @@ def test_missing_checkpoint_is_one_line(tmp_path):
     proc = run_alit("demo", "--checkpoint", tmp_path / "nope", "--out", tmp_path / "out")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("alit demo: error: ")
-    assert "nope" in proc.stderr
+    # a moved run folder: what --checkpoint takes, a PATH as well as the names
+    assert f"--checkpoint {tmp_path / 'nope'}: no such checkpoint folder or file. --checkpoint PATH takes a " \
+           "model folder" in proc.stderr and "default, paper/" in proc.stderr

@@ -280,6 +280,9 @@ def test_alit_models_lists_downloads_and_removes(online, release, monkeypatch, c
     assert not resolve.cache_path(NAME).exists() and not (online / "downloads" / FILE).exists()
     assert main(["models", "--remove", "paper/nope"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    assert main(["models", "--remove", "default"]) == 2  # not "no such model": it cannot be removed
+    assert capsys.readouterr().err.startswith("alit models: error: default is the bundled model: it ships inside "
+                                              "the package")
 
 
 def test_the_cache_location(monkeypatch, tmp_path):

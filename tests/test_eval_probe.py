@@ -73,7 +73,11 @@ def test_probe_cli(setup, tmp_path, capsys):
         assert 0 <= row["test_accuracy"] <= 1 and row["features"] == 12
     # brightness and colour survive even a random tokenizer's latents
     assert max(row["test_accuracy"] for row in r["lengths"].values()) >= 2 / 3
-    assert "test acc" in capsys.readouterr().out
+    assert r["majority_class"] == "bright" and r["uniform_chance"] == pytest.approx(1 / 3)  # a tie: the first class
+    printed = capsys.readouterr().out
+    assert "test acc" in printed
+    assert ("majority-class baseline: 0.3333 on this test split (always answering 'bright', the most frequent class "
+            "among the training images); uniform chance 1/3 = 0.3333") in printed.splitlines()
     for name in ("probe.csv", "accuracy.png", "index.html"):
         assert (out / name).is_file()
 

@@ -88,11 +88,14 @@ _CHECK = """<script>window.addEventListener('load', function () {
   }
   document.body.setAttribute('data-images', String(document.images.length));
   document.body.setAttribute('data-broken', JSON.stringify(bad));
+  document.body.setAttribute('data-scroll-width', String(document.documentElement.scrollWidth));
 });</script>"""
 
 
-def render(page: Path, screenshot: Path, size: tuple[int, int] = (1200, 900)) -> dict:
-    """Open `page` in headless Chromium: write a screenshot and return {"images": n, "broken": [...]}.
+def render(page: Path, screenshot: Path, size: tuple[int, int] = (1280, 900)) -> dict:
+    """Open `page` in headless Chromium in a window of `size`: write a screenshot and return
+    {"images": n, "broken": [...], "scroll_width": the page's width in CSS px (wider than the
+    window: it scrolls sideways)}.
 
     The page is copied beside itself (so relative image paths resolve) with a script that, once
     everything has loaded, records every <img> whose naturalWidth is 0.
@@ -108,21 +111,25 @@ def render(page: Path, screenshot: Path, size: tuple[int, int] = (1200, 900)) ->
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  f"--user-data-dir={profile}", f"--screenshot={screenshot}", f"--window-size={size[0]},{size[1]}",
                  "--hide-scrollbars", "--dump-dom", probe.resolve().as_uri()],
-                capture_output=True, text=True, timeout=120)
+                capture_output=True, text=True, timeout=600)  # only a guard against a hang
     finally:
         probe.unlink()
     assert proc.returncode == 0, proc.stderr[-2000:]
     images = re.search(r'data-images="(\d+)"', proc.stdout)
     broken = re.search(r'data-broken="([^"]*)"', proc.stdout)
-    assert images and broken, "the load handler did not run: " + proc.stdout[:500]
-    return {"images": int(images.group(1)), "broken": json.loads(broken.group(1).replace("&quot;", '"'))}
+    width = re.search(r'data-scroll-width="(\d+)"', proc.stdout)
+    assert images and broken and width, "the load handler did not run: " + proc.stdout[:500]
+    return {"images": int(images.group(1)), "broken": json.loads(broken.group(1).replace("&quot;", '"')),
+            "scroll_width": int(width.group(1))}
 
 
 def assert_renders(page: Path, screenshot: Path, min_images: int = 1) -> None:
-    """The page renders in Chromium: every image loads and the screenshot is not blank."""
+    """The page renders in Chromium: every image loads, nothing is cut off sideways in a 1280-px
+    window (the page is no wider) and the screenshot is not blank."""
     result = render(page, screenshot)
     assert result["images"] >= min_images, result
     assert result["broken"] == [], f"{page}: images that did not load: {result['broken']}"
+    assert result["scroll_width"] <= 1280, f"{page}: {result['scroll_width']} px wide, wider than a 1280-px window"
     shot = np.asarray(Image.open(screenshot).convert("RGB"), dtype=np.float64)
     assert shot.shape[0] > 100 and shot.shape[1] > 100
     not_white = (shot < 240).any(-1).mean()

@@ -29,12 +29,13 @@ def gpu_check():
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    """One real run, as a user starts it; a budget no slow machine reaches, so nothing is skipped."""
+    """One real run, as a user starts it; a budget no machine reaches, however loaded, so nothing is
+    skipped (the time budget's own verdict is tested with an injected budget below)."""
     out = tmp_path_factory.mktemp("gpu_check")
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--quick",
-                           "--out", str(out), "--budget-s", "1000"], capture_output=True, text=True, env=env,
-                          timeout=600)
+                           "--out", str(out), "--budget-s", "1000000"], capture_output=True, text=True, env=env,
+                          timeout=3600)  # only a guard against a hang
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return out, done.stdout, json.loads((out / "gpu_check.json").read_text())
 

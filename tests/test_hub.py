@@ -58,6 +58,7 @@ def test_save_pretrained_round_trip_and_model_card(tok, tmp_path):
     assert "```yaml\nstage: distill\nsteps: 10\n```" in card  # the recipe
     assert "| metric | 8 | 64 |" in card and "| l1 | 0.14 | 0.12 |" in card  # the figures
     assert 'AdaptiveTokenizer.from_pretrained("my-model")' in card
+    assert "](http" not in card  # no link to a package page: alit has none to link to
 
 
 def test_the_card_of_a_trained_or_loaded_model(tok, tmp_path):

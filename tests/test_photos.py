@@ -242,6 +242,23 @@ def test_cli_data_photos(tmp_path, capsys):
     assert "--tiers takes 0, 1 or 0,1" in capsys.readouterr().err
 
 
+def test_nothing_is_installed_system_wide_without_yes(monkeypatch, capsys):
+    """Without --yes a missing package is reported with the line that installs it; apt-get never runs."""
+    def no_apt(*args, **kwargs):
+        raise AssertionError(f"apt-get ran: {args}")
+
+    monkeypatch.setattr(deb.subprocess, "run", no_apt)  # a tripwire: the real apt-get would install
+    debian = deb.Debian(install=True, log=print)
+    why = debian.ensure("mate-backgrounds", lambda: False)
+    assert why == ("mate-backgrounds is not installed (installing it is system-wide: rerun with --yes (as root) to "
+                   "let alit do it), or: sudo apt-get install -y --no-install-recommends mate-backgrounds")
+    assert capsys.readouterr().out == ""
+    assert deb.Debian(install=True, log=print, system=True).why_not() in ("", "not root", "no apt-get on this machine")
+    assert main(["data", "photos", "--out", "x", "--no-install", "--yes"]) == 2
+    assert capsys.readouterr().err.strip() == ("alit data: error: give --no-install (never run apt-get) or --yes "
+                                               "(let it install), not both")
+
+
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="no dpkg-deb")
 def test_extract_deb_from_a_real_package(tmp_path):
     # a real .deb made by dpkg-deb, as `apt-get download` gives them

@@ -57,6 +57,14 @@ def test_a_missing_image_is_caught(pages, tmp_path):
         assert_renders(page, tmp_path / "shot.png")
 
 
+def test_a_page_wider_than_1280_px_is_caught(tmp_path):
+    page = tmp_path / "index.html"
+    page.write_text('<!DOCTYPE html><html><body><div style="width: 1500px; height: 300px; background: #c33">'
+                    "</div></body></html>")
+    with pytest.raises(AssertionError, match="wider than a 1280-px window"):
+        assert_renders(page, tmp_path / "shot.png", min_images=0)
+
+
 def test_a_blank_page_is_caught(tmp_path):
     page = tmp_path / "index.html"
     page.write_text("<!DOCTYPE html><html><body></body></html>")

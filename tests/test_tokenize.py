@@ -61,7 +61,7 @@ BAD = {"broken.jpg", "notes.png"}
 def rows(folder: Path) -> list[tuple[str, int, list[int]]]:
     import pyarrow.parquet as pq
 
-    index = json.loads((folder / "index.json").read_text())
+    index = json.loads((folder / "_index.json").read_text())
     out = []
     for name in index["parts"]:
         t = pq.read_table(folder / name)
@@ -97,10 +97,10 @@ def test_rows_are_what_encode_gives(tok, data, run1):
     assert got == want and len(got) == GOOD
     assert {k for k, _, _ in got} == {p.relative_to(data).as_posix() for p in data.rglob("*.jpg")} - BAD
     assert any(k.startswith("sub/") for k, _, _ in got)
-    skipped = [json.loads(line) for line in (run1 / "skipped.jsonl").read_text().splitlines()]
+    skipped = [json.loads(line) for line in (run1 / "_skipped.jsonl").read_text().splitlines()]
     assert sorted(s["key"] for s in skipped) == sorted(BAD)
     assert all("\n" not in s["reason"] and s["reason"] for s in skipped)
-    index = json.loads((run1 / "index.json").read_text())
+    index = json.loads((run1 / "_index.json").read_text())
     assert index["images_written"] == GOOD and index["images_skipped"] == 2
     assert index["model"]["fingerprint"] == tok.fingerprint()
     assert index["total_tokens"] == sum(n for _, n, _ in got)
@@ -142,6 +142,7 @@ def test_decode_gives_what_tok_decode_gives(tok, run1, tmp_path, capsys):
     ds = alit.TokenDataset(run1)
     keys = [ds.keys[0], ds.keys[-1]]
     assert main(["decode", str(run1), "--out", str(tmp_path), "--keys", *keys]) == 0
+    assert json.loads((tmp_path / "keys.json").read_text()) == {k: k.rsplit(".", 1)[0] + ".png" for k in keys}
     rows_ = [ds.find(k) for k in keys]
     _, ids, lengths = ds.collate([ds[i] for i in rows_])
     want = tok.decode(alit.Encoding.from_ids(ids, lengths, model=tok))
@@ -162,10 +163,10 @@ def test_two_processes_under_torchrun(model_dir, data, run1, tmp_path):
                        capture_output=True, text=True, env=ENV, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     assert rows(out) == rows(run1)
-    index = json.loads((out / "index.json").read_text())
+    index = json.loads((out / "_index.json").read_text())
     assert index["processes"] == 2 and index["images_written"] == GOOD
-    assert sorted(json.loads(s)["key"] for s in (out / "skipped.jsonl").read_text().splitlines()) == sorted(BAD)
-    records = [json.loads(p.read_text()) for p in (out / ".alit-tokenize").glob("part-*.json")]
+    assert sorted(json.loads(s)["key"] for s in (out / "_skipped.jsonl").read_text().splitlines()) == sorted(BAD)
+    records = [json.loads(p.read_text()) for p in (out / "_state").glob("part-*.json")]
     assert sorted(r["part"] for r in records) == [0, 1, 2]
 
 
@@ -174,21 +175,27 @@ def test_sigkill_then_rerun_gives_the_same_rows(model_dir, data, tmp_path):
     args = [data, "--checkpoint", model_dir, "--criterion", "l1:0.25", "--part-size", "1", "--batch-size", "1",
             "--workers", "2", "--no-progress"]
     assert main(["tokenize", str(args[0]), "--out", str(clean), *map(str, args[1:])]) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "alit", "tokenize", "--out", str(out), *map(str, args)],
+    # the child writes its first part, then waits in the writer (until killed): SIGKILL comes mid-run on any load
+    one_part = ("import sys, time\nimport alit.tokens.job as job\nfrom alit.cli import main\n"
+                "save, saved = job._save_part, []\n"
+                "def save_one(*args):\n    while saved:\n        time.sleep(1)\n    save(*args)\n    saved.append(1)\n"
+                "job._save_part = save_one\nsys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", one_part, "tokenize", "--out", str(out), *map(str, args)],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = out / ".alit-tokenize"
-    deadline = time.time() + 900  # a loaded machine can take minutes to start python
+    state = out / "_state"
+    deadline = time.time() + 900  # only a guard against a hang (a loaded machine can take minutes to start python)
     while not list(state.glob("part-*.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     done = len(list(state.glob("part-*.json")))
-    assert 1 <= done < 12 and not (out / "index.json").exists()
+    assert done == 1 and not (out / "_index.json").exists()
     r = run_alit("tokenize", "--out", out, *args, env=ENV)
     assert r.returncode == 0, r.stderr
+    assert f"resuming: {done} of 12 parts already written (" in r.stderr
     assert rows(out) == rows(clean)
-    assert json.loads((out / "index.json").read_text())["resumed"] is True
+    assert json.loads((out / "_index.json").read_text())["resumed"] is True
     assert not list(out.glob(".*.tmp-*")) and not list(state.glob(".*.tmp-*"))
 
 
@@ -198,10 +205,10 @@ def test_workers_give_the_rows_of_the_main_process(model_dir, data, run1, tmp_pa
     def tokenize(out, *how):
         assert main(["tokenize", str(data), "--out", str(out), "--checkpoint", str(model_dir), "--criterion",
                      "l1:0.25", "--no-progress", *how]) == 0
-        return rows(out), (out / "skipped.jsonl").read_text()
+        return rows(out), (out / "_skipped.jsonl").read_text()
 
     assert tokenize(tmp_path / "w0", "--part-size", "4", "--batch-size", "4", "--workers", "0") == \
-        (rows(run1), (run1 / "skipped.jsonl").read_text())
+        (rows(run1), (run1 / "_skipped.jsonl").read_text())
     assert tokenize(tmp_path / "a", "--part-size", "8", "--batch-size", "3", "--workers", "2") == \
         tokenize(tmp_path / "b", "--part-size", "8", "--batch-size", "3", "--workers", "0")
 
@@ -244,7 +251,7 @@ def test_ctrl_c_waits_for_the_parts_handed_to_the_writer(model_dir, data, run1, 
     argv = ["tokenize", str(data), "--out", str(out), "--checkpoint", str(model_dir), "--criterion", "l1:0.25",
             "--part-size", "4", "--batch-size", "4", "--workers", "2", "--no-progress"]
     assert main(argv) == 130 and capsys.readouterr().err.strip() == "interrupted"
-    assert sorted(p.name for p in (out / ".alit-tokenize").glob("part-*.json")) == \
+    assert sorted(p.name for p in (out / "_state").glob("part-*.json")) == \
         ["part-000000.json", "part-000001.json"]
     assert sorted(p.name for p in out.glob("part-*.parquet")) == ["part-000000.parquet", "part-000001.parquet"]
     monkeypatch.undo()
@@ -270,20 +277,21 @@ def test_a_failing_write_is_one_line_and_a_rerun_finishes(model_dir, data, run1,
     assert main(argv) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"alit tokenize: error: {out}/part-000001.parquet: could not write it (No space left on device)"]
-    state = out / ".alit-tokenize"
-    assert [p.name for p in state.glob("part-*.json")] == ["part-000000.json"] and not (out / "index.json").exists()
+    state = out / "_state"
+    assert [p.name for p in state.glob("part-*.json")] == ["part-000000.json"] and not (out / "_index.json").exists()
     assert not list(out.glob(".*.tmp-*"))
     monkeypatch.undo()
     assert main(argv) == 0 and rows(out) == rows(run1)
+    assert capsys.readouterr().err.strip() == "resuming: 1 of 3 parts already written (3 images, 1 skipped)"
 
 
 def test_precision_and_the_older_dtype(model_dir, data, run1, tmp_path, capsys):
     """index.json names the precision; a DIR made before --precision (options.json's "dtype") is the
     same job under the same name; --dtype still works, with a note; another precision is refused."""
-    assert json.loads((run1 / "index.json").read_text())["precision"] == "fp32"
+    assert json.loads((run1 / "_index.json").read_text())["precision"] == "fp32"
     old = tmp_path / "old"
     shutil.copytree(run1, old)
-    options = old / ".alit-tokenize" / "options.json"
+    options = old / "_state" / "options.json"
     theirs = json.loads(options.read_text())
     theirs["dtype"] = theirs.pop("precision")
     options.write_text(json.dumps(theirs))
@@ -324,7 +332,7 @@ def test_webdataset_shards_give_the_same_tokens(tok, model_dir, data, run1, tmp_
     assert main(["tokenize", str(tmp_path / "shards"), "--out", str(out), "--checkpoint", str(model_dir),
                  "--criterion", "l1:0.25", "--batch-size", "4", "--workers", "2", "--no-progress"]) == 0
     assert [(n, ids) for _, n, ids in rows(out)] == [(n, ids) for _, n, ids in rows(run1)]
-    index = json.loads((out / "index.json").read_text())
+    index = json.loads((out / "_index.json").read_text())
     assert index["data"]["kind"] == "shards" and index["images_skipped"] == 2
 
 
@@ -349,16 +357,16 @@ def test_refusals_are_one_line(model_dir, data, run1, tmp_path, capsys):
                                *common)
     assert "no such image folder" in refused("tokenize", tmp_path / "missing", "--out", tmp_path / "n", *common)
     # the same command again on a finished folder changes nothing
-    before = (run1 / "index.json").read_text()
+    before = (run1 / "_index.json").read_text()
     assert main(["tokenize", str(data), "--out", str(run1), "--criterion", "l1:0.25", *map(str, common)]) == 0
-    assert (run1 / "index.json").read_text() == before
+    assert (run1 / "_index.json").read_text() == before
 
 
 def test_mean_tokens_run(model_dir, data, tmp_path, capsys):
     out = tmp_path / "tokens"
     assert main(["tokenize", str(data), "--out", str(out), "--checkpoint", str(model_dir), "--mean-tokens", "28",
                  "--part-size", "4", "--batch-size", "4", "--no-progress"]) == 0
-    index = json.loads((out / "index.json").read_text())
+    index = json.loads((out / "_index.json").read_text())
     c = index["mean_tokens_comparison"]
     got = rows(out)
     assert np.mean([n for _, n, _ in got]) == pytest.approx(c["budget"]["mean_tokens"])

@@ -15,7 +15,7 @@ import alit
 from alit.cli import main
 from alit.criteria import EightBit, L1Below
 from alit.images import load_image, read_image
-from alit.tokens.views import SCALE, square_box, view_key, view_loader, view_seed
+from alit.tokens.views import SCALE, square_box, view_key, view_of, view_seed
 from alit.weights import save
 
 PHOTOS = Path(alit.__file__).parent / "assets" / "demo_photos"
@@ -61,10 +61,15 @@ def keys_of(data: Path) -> list[str]:
     return sorted(p.relative_to(data).as_posix() for p in data.rglob("*.jpg"))
 
 
+def view(key: str, k: int, path: Path):
+    """View k of the image at path, keyed `key`, as `alit tokenize --views` reads it."""
+    return view_of(read_image(path, 64), 64, view_seed(key, k))
+
+
 def expected(model_dir, files: dict[str, Path]) -> list[tuple[str, int, list[int]]]:
     """The rows of the views of files {key: path}: `tok.encode` of each view, seeded by its key."""
     tok = alit.load(model_dir)
-    views = torch.stack([view_loader(k, v)(p, 64) for k, p in files.items() for v in range(VIEWS)])  # [n, 3, 64, 64]
+    views = torch.stack([view(k, v, p) for k, p in files.items() for v in range(VIEWS)])  # [n, 3, 64, 64]
     enc = tok.encode(views, criterion=EightBit.of(L1Below(0.25)))
     keys = [view_key(k, v) for k in files for v in range(VIEWS)]
     return [(k, int(n), enc.ids[j, :int(n)].tolist()) for j, (k, n) in enumerate(zip(keys, enc.lengths))]
@@ -73,18 +78,18 @@ def expected(model_dir, files: dict[str, Path]) -> list[tuple[str, int, list[int
 def test_rows_are_the_tokens_of_each_view(data, model_dir, run1):
     good = [k for k in keys_of(data) if k != "broken.jpg"]
     assert rows(run1) == expected(model_dir, {k: data / k for k in good})
-    index = json.loads((run1 / "index.json").read_text())
+    index = json.loads((run1 / "_index.json").read_text())
     assert index["data"]["views"] == VIEWS and index["images_written"] == 9 and index["images_skipped"] == VIEWS
-    skipped = [json.loads(line)["key"] for line in (run1 / "skipped.jsonl").read_text().splitlines()]
+    skipped = [json.loads(line)["key"] for line in (run1 / "_skipped.jsonl").read_text().splitlines()]
     assert skipped == [view_key("broken.jpg", v) for v in range(VIEWS)]
 
 
 def test_views_are_seeded_crops_and_flips(data):
     key = keys_of(data)[1]  # after broken.jpg
     image = read_image(data / key, 64)  # [3, H, W]
-    views = [view_loader(key, v)(data / key, 64) for v in range(8)]
+    views = [view(key, v, data / key) for v in range(8)]
     assert all(x.shape == (3, 64, 64) and torch.equal(x, (x * 255).round() / 255) for x in views)  # 8-bit grid
-    assert all(torch.equal(view_loader(key, v)(data / key, 64), views[v]) for v in range(8))  # the same each time
+    assert all(torch.equal(view(key, v, data / key), views[v]) for v in range(8))  # the same each time
     assert all(not torch.equal(views[a], views[b]) for a in range(8) for b in range(a))  # and each its own
     plain = load_image(data / key, 64)
     assert all((x - plain).abs().mean() > 0.005 for x in views)  # none is the centre crop
@@ -117,11 +122,11 @@ def test_same_rows_with_workers_shards_and_after_a_lost_part(data, model_dir, ru
     # a part lost (its file and record): the same command writes it again, the same rows
     copy = tmp_path / "copy"
     shutil.copytree(run1, copy)
-    (copy / "index.json").unlink()
+    (copy / "_index.json").unlink()
     (copy / "part-000000.parquet").unlink()
-    (copy / ".alit-tokenize" / "part-000000.json").unlink()
+    (copy / "_state" / "part-000000.json").unlink()
     assert rows(tokenize(data, model_dir, copy, "--views", VIEWS, "--workers", 0)) == rows(run1)
-    assert json.loads((copy / "index.json").read_text())["resumed"] is True
+    assert json.loads((copy / "_index.json").read_text())["resumed"] is True
 
 
 def test_other_views_are_refused(data, model_dir, run1, capsys):

@@ -12,23 +12,28 @@ the model was given (`analysis.complexity_proxies`).
 
 Writes to OUT:
   summary.json  {"model", "criterion", "protocol", "mean_l1", "mean_psnr", "mean_ssim", "base": {"l1", "psnr", "ssim"} (the
-                base tokenizer decoding its own code of each photo, scored alike: the ceiling), "mean_chosen_tokens",
+                model's base decoder on its own encoder's code of each photo, scored alike), "mean_chosen_tokens",
                 "spearman_chosen_vs_png_bpp": {"rho", "p", "n"}, "images": [{"file", "chosen_tokens",
                 "l1": {"8": ..}, "psnr": {"8": ..}, "ssim": {"8": ..}, "base_l1", "base_psnr", "base_ssim", "png_bpp"},
                 ...]}; l1 / psnr / ssim keyed by length
   index.html    every photo at every length (the chosen one framed), L1 and SSIM against tokens, and
                 chosen tokens against PNG bits per pixel
   images/<stem>/input.png, len008.png, ..., base.png   the PNGs the page shows; l1.png, ssim.png, scatter.png
+
+The base is no ceiling inside a model whose stage 2 trained everything (`alit train finetune`, the
+bundled model): stage 2 retrains the base decoder for the codes ALIT predicts, whose per-channel
+means differ from its encoder's, so on its encoder's own code it now draws darker, redder pictures
+(the bundled model: mean RGB 0.44 / 0.38 / 0.37 against 0.51 / 0.50 / 0.45 for the photos) that
+score below every length. The page says so, with what the base scored before stage 2 where that
+is known (BEFORE_STAGE_2, by the model's fingerprint).
 """
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .criteria import L1Below, SSIMAbove, first_accepted, needs_pixels, parse_criterion
 from .errors import AlitError
@@ -36,16 +41,23 @@ from .eval.analysis import complexity_proxies, correlation
 from .eval.inputs import batches, image_paths, protocol
 from .eval.report import Img, Page, pyplot, save_figure
 from .images import save_png
+from .progress import progress_bar
 from .scoring import pixel_metrics, ssim, table_dtype
 
 PHOTOS = Path(__file__).parent / "assets" / "demo_photos"
+# the base as it was trained, before stage 2 retrained its decoder, on these photos (L1, PSNR):
+# the bundled model's, from `benchmarks/base_quality.py` on its base run (default_model_log.md, section 22)
+BEFORE_STAGE_2 = {"d0845fb820deb8da": (0.0633, 21.49)}
+# the gallery fits a 1280-px window: the page's 1248 px, less the photo column, over the image columns
+GALLERY_PX, LABEL_PX, CELL_PX = 1248, 170, 20
 
 
 def run_demo(tok, out: str | Path, criterion: str | None = None, batch_size: int = 16,
-             checkpoint: str = "default") -> dict:
+             checkpoint: str = "default", progress: bool = True) -> dict:
     """Score `tok` on the bundled photos and write OUT/summary.json, OUT/index.html and their images.
     `criterion` (NAME:VALUE) defaults to the model's own. `checkpoint` names the model in the summary.
-    Returns the summary (the content of summary.json)."""
+    progress: a bar on stderr when it is a terminal (`alit.progress`). Returns the summary (the
+    content of summary.json)."""
     criterion = criterion or tok.config.criterion
     rule = parse_criterion(criterion)
     try:
@@ -56,10 +68,9 @@ def run_demo(tok, out: str | Path, criterion: str | None = None, batch_size: int
     (out / "images").mkdir(parents=True, exist_ok=True)
     proto = protocol("resize-crop")
     records = []
-    with tqdm(total=len(paths), unit="image", file=sys.stderr, disable=None) as bar:
-        for batch in batches(paths, tok.config.image_size, proto, batch_size):
+    with progress_bar(len(paths), "alit demo", progress) as bar:
+        for batch in batches(paths, tok.config.image_size, proto, batch_size, bar=bar):
             records += _score(tok, rule, proto, batch, out)
-            bar.update(len(batch.paths))
 
     lengths = [str(L) for L in tok.config.lengths]
     chosen = [r["chosen_tokens"] for r in records]
@@ -101,7 +112,7 @@ def _score(tok, rule, proto, batch, out: Path) -> list[dict]:
     recons = [proto.finish(r).to(wide) for r in roll.reconstructions]  # per length: [b, 3, S, S], 8-bit
     chosen = first_accepted(rule, inputs, recons if needs_pixels(rule) else roll).tolist()  # [b] length index
     scores = [{**pixel_metrics(inputs, r), "ssim": ssim(inputs, r)} for r in recons]  # per length: {"l1": [b], ...}
-    # the ceiling: the base decoding its own code of the photo (what stage 1 learns to predict)
+    # the base decoder on its encoder's own code of the photo (what stage 1 learns to predict)
     base_recons = proto.finish(tok.codes_to_images(roll.targets.codes)).to(wide)  # [b, 3, S, S], 8-bit
     base = {**pixel_metrics(inputs, base_recons), "ssim": ssim(inputs, base_recons)}
     records = []
@@ -128,7 +139,7 @@ def _error_plot(summary: dict, path: Path, metric: str, threshold: float | None)
         ax.plot(lengths, list(r[metric].values()), color="0.75", lw=0.8)
     ax.plot(lengths, list(summary[f"mean_{metric}"].values()), "o-", color="C0", lw=2.2, label="mean over photos")
     ax.axhline(summary["base"][metric], color="0.3", ls=":", lw=1.2,
-               label=f"base tokenizer's own code ({summary['base'][metric]:.3f})")
+               label=f"base decoder on its own code ({summary['base'][metric]:.3f})")
     if threshold is not None:
         ax.axhline(threshold, color="C3", ls="--", lw=1, label=f"criterion {summary['criterion']}")
     ax.set_xticks(lengths)
@@ -162,8 +173,12 @@ def _complexity_plot(summary: dict, path: Path) -> None:
 
 def _page(summary: dict) -> Page:
     model, records, rank = summary["model"], summary["images"], summary["spearman_chosen_vs_png_bpp"]
-    lengths = model["lengths"]
+    lengths, base = model["lengths"], summary["base"]
     page = Page("alit demo")
+    page.paragraph("alit encodes an image into a sequence of 1D tokens whose length adapts to the image (more "
+                   "tokens for a more complex one) and decodes them back. This page runs one model on photos "
+                   "it never trained on: how the error falls as tokens are added, the length its rule chooses "
+                   "for each photo, and every photo reconstructed at every length.")
     page.definitions([
         ("model", f"{model['checkpoint']} (fingerprint {model['fingerprint']}), {model['image_size']} px, "
                   f"lengths {', '.join(map(str, lengths))}"),
@@ -172,10 +187,9 @@ def _page(summary: dict) -> Page:
         ("length rule", f"{summary['criterion']}: the shortest length whose 8-bit reconstruction passes it"
                         + (" or whose block of tokens gained less than the gain" if "+gain:" in summary["criterion"] else "")
                         + ", the longest when none does"),
-        ("base tokenizer (the ceiling)",
-         f"L1 {summary['base']['l1']:.4f}, PSNR {summary['base']['psnr']:.2f} dB, SSIM {summary['base']['ssim']:.3f}: "
-         f"the base decoding its own "
-         f"code of each photo, scored as every length is"),
+        ("base decoder (inside the model, retrained in stage 2)",
+         f"L1 {base['l1']:.4f}, PSNR {base['psnr']:.2f} dB, SSIM {base['ssim']:.3f}: "
+         + base_note(model["fingerprint"])),
         ("mean chosen tokens", f"{summary['mean_chosen_tokens']:.1f}"),
         ("Spearman rho, chosen tokens vs PNG bits per pixel",
          f"{rank['rho']:.3f} (p = {rank['p']:.2g}, n = {rank['n']})" if rank["rho"] is not None
@@ -185,15 +199,36 @@ def _page(summary: dict) -> Page:
     page.table(["tokens", "mean L1", "mean PSNR (dB)", "mean SSIM", "photos choosing it"],
                [[L, summary["mean_l1"][str(L)], summary["mean_psnr"][str(L)], summary["mean_ssim"][str(L)], n]
                 for L, n in zip(lengths, counts)]
-               + [["base", summary["base"]["l1"], summary["base"]["psnr"], summary["base"]["ssim"], "-"]])
+               + [["base decoder", base["l1"], base["psnr"], base["ssim"], "-"]])
     page.figure("l1.png", "L1 of each photo (grey) and the mean (blue) at every length")
     page.figure("ssim.png", "SSIM of each photo (grey) and the mean (blue) at every length")
     page.figure("scatter.png", "Chosen tokens (jittered) against PNG bits per pixel of the image the model was given")
+    _gallery(page, summary)
+    return page
+
+
+def base_note(fingerprint: str) -> str:
+    """What the base column is, and what it scored before stage 2 where that is known."""
+    text = ("the model's base decoder on its own encoder's code of each photo, scored as every length is. "
+            "No ceiling here: stage 2 (alit train finetune) retrains this decoder for the codes ALIT "
+            "predicts, so on its encoder's own code it draws darker, redder pictures and scores worse than "
+            "it did as trained (a model without stage 2 keeps its base as trained)")
+    if fingerprint in BEFORE_STAGE_2:
+        l1, psnr = BEFORE_STAGE_2[fingerprint]
+        text += (f". Before stage 2 this model's base scored L1 {l1:.4f}, PSNR {psnr:.2f} dB on these photos "
+                 "(measured when it was trained; see the README)")
+    return text
+
+
+def _gallery(page: Page, summary: dict) -> None:
+    """Every photo at every length and the base decoder's, in a table that fits a 1280-px window."""
+    records, lengths = summary["images"], summary["model"]["lengths"]
     page.heading("Every photo at every length")
     shown = "ssim" if summary["criterion"].lower().startswith("ssim") else "l1"  # the rule's own metric
     page.paragraph(f"Framed: the chosen length. Under each reconstruction: its {shown.upper()}. Fewest tokens "
-                   "first; click an image for its PNG.", cls="muted")
-    width = max(64, min(2 * model["image_size"], 96))
+                   "first; click an image for its PNG. The last column is the base decoder (see above).", cls="muted")
+    columns = len(lengths) + 2  # the input, every length, the base
+    width = max(40, min(2 * summary["model"]["image_size"], 96, (GALLERY_PX - LABEL_PX) // columns - CELL_PX))
     rows = []
     for r in sorted(records, key=lambda r: (r["chosen_tokens"], r["png_bpp"])):
         stem = Path(r["file"]).stem
@@ -203,5 +238,4 @@ def _page(summary: dict) -> Page:
                 for L in lengths]
         row.append(Img(f"images/{stem}/base.png", f"{r[f'base_{shown}']:.3f}", width, False))
         rows.append(row)
-    page.table(["photo", "input"] + [f"{L} tokens" for L in lengths] + ["base (ceiling)"], rows)
-    return page
+    page.table(["photo", "input"] + [f"{L} tokens" for L in lengths] + ["base decoder"], rows, cls="gallery")

@@ -103,7 +103,7 @@ def model_card(config, *, name: str, source: str | None = None, recipe: str | No
         "---", "library_name: alit", "tags:", "- image-tokenization", "- adaptive-length", "- alit", "---", "",
         f"# {name}", "",
         f"An adaptive-length image tokenizer (ALIT, \"Adaptive Length Image Tokenization via Recurrent "
-        f"Allocation\", Duggal et al., ICLR 2025) for the [alit](https://pypi.org/project/alit/) library. "
+        f"Allocation\", Duggal et al., ICLR 2025) for the alit library (its `from_pretrained`, below, loads it). "
         f"It encodes a {config.image_size} x {config.image_size} RGB image into {config.lengths[0]} to "
         f"{config.max_tokens} 1D tokens ({config.num_iters} rollout iterations of {config.tokens_per_iter}), "
         f"more for complex images; tokens are {tokens}. Its frozen base tokenizer is {base_text} on a "

@@ -15,6 +15,7 @@ import torch
 from .criteria import first_accepted, needs_pixels
 from .eval.inputs import Batch, Protocol, batches, protocol, upscale_warning
 from .images import save_png
+from .progress import progress_bar
 from .scoring import pixel_metrics, table_dtype
 
 
@@ -29,19 +30,20 @@ class Reconstruction:
 def reconstruct_files(tok, folders: dict[Path, str], out: Path, rule, batch_size: int = 8,
                       on_error: Callable[[str], None] | None = None,
                       on_warning: Callable[[str], None] = lambda line: None,
-                      on_done: Callable[[int], None] = lambda n: None) -> list[Reconstruction]:
+                      progress: bool = True) -> list[Reconstruction]:
     """Write OUT/<folder>/input.png (as the model saw it), len<L>.png at every length L and chosen.png
     (the shortest length `rule`, from alit.criteria.parse_criterion, accepts; the longest when none does)
     for each file of `folders` (file -> its folder name). A file that cannot be read goes to
-    on_error(message) and the others go on (None: it raises); an enlarged image to on_warning(line);
-    on_done(n) after each batch of n files. Returns one Reconstruction per file written, in order."""
+    on_error(message) and the others go on (None: it raises); an enlarged image to on_warning(line)
+    (`alit.progress.say` keeps a bar intact); progress: a bar on stderr when it is a terminal.
+    Returns one Reconstruction per file written, in order."""
     proto, size = protocol("resize-crop"), tok.config.image_size
     done = []
-    for batch in batches(list(folders), size, proto, batch_size, on_error=on_error):
-        for path, hw in batch.upscaled:
-            on_warning(upscale_warning(path, hw, size))
-        done += _reconstruct_batch(tok, batch, proto, rule, folders, out)
-        on_done(len(batch.paths))
+    with progress_bar(len(folders), "alit reconstruct", progress) as bar:
+        for batch in batches(list(folders), size, proto, batch_size, on_error=on_error, bar=bar):
+            for path, hw in batch.upscaled:
+                on_warning(upscale_warning(path, hw, size))
+            done += _reconstruct_batch(tok, batch, proto, rule, folders, out)
     return done
 
 

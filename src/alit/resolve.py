@@ -35,6 +35,18 @@ HUB_PREFIX = "hf:"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+class NoSuchCheckpoint(AlitError):
+    """A checkpoint argument that is no existing folder or file and no model name (a moved run
+    folder, a typo): the command line says it in its own words (`--checkpoint PATH`)."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        hint = _preset_hint(spec) if not any(c in spec for c in "/\\.~") else ""  # a path needs no preset hint
+        super().__init__(f"{spec}: no such checkpoint folder or file, and not a model name (names are {known_names()}; "
+                         f"`alit models` lists them); a checkpoint is the PATH of a model folder "
+                         f"(model.safetensors + config.json: a training run or `alit convert`'s output){hint}")
+
+
 @dataclass(frozen=True)
 class PaperModel:
     """One of the paper's released files (MODELS.md), and what it holds."""
@@ -166,8 +178,7 @@ def resolve(spec: str | Path, revision: str | None = None, *, hub_ids: bool = Fa
         return path
     if hub_ids and HUB_ID.match(spec):
         return hub.snapshot(spec, revision)
-    raise AlitError(f"{spec}: no such checkpoint folder or file, and not a model name "
-                    f"({_known_names()}; `alit models` lists them){_preset_hint(spec)}")
+    raise NoSuchCheckpoint(spec)
 
 
 def bundled() -> Path:
@@ -178,8 +189,9 @@ def bundled() -> Path:
     return folder
 
 
-def _known_names() -> str:
-    return f"names are default, {', '.join(PAPER_MODELS)} and hf:ORG/NAME"
+def known_names() -> str:
+    """Every model name, for error messages: default, the paper's names and hf:ORG/NAME."""
+    return f"default, {', '.join(PAPER_MODELS)} and hf:ORG/NAME"
 
 
 def _preset_hint(spec: str) -> str:

@@ -7,8 +7,8 @@ from ..errors import AlitError
 from ..eval.analysis import analyze_complexity, analyze_familiarity
 from ..eval.inputs import load_model, parse_floats
 from . import analyze_task
-from .options import add_limit_arg, add_model_args, add_out_arg, add_protocol_arg, at_least, num, output_folder, \
-    print_table
+from .options import add_limit_arg, add_model_args, add_out_arg, add_progress_arg, add_protocol_arg, at_least, num, \
+    output_folder, print_table
 
 
 def run(args) -> int:
@@ -56,7 +56,7 @@ def _rules(args, criteria: list[str] | None, tok) -> list:
 
 def _complexity(args, tok, rules: list) -> None:
     r = analyze_complexity(tok, args.data, rules, args.out, ratings=args.ratings, protocol_name=args.protocol,
-                           batch_size=args.batch_size, limit=args.limit)
+                           batch_size=args.batch_size, limit=args.limit, progress=not args.no_progress)
     table = [["rule", "proxy", "n", "spearman", "p", "kendall", "p"]]
     for key, per in r["correlations"].items():
         for proxy, c in per.items():
@@ -71,7 +71,7 @@ def _familiarity(args, tok, rules: list) -> None:
     if args.other is None:
         raise AlitError("analyze familiarity needs --other OOD_DIR (images unlike the training data)")
     r = analyze_familiarity(tok, args.data, args.other, rules, args.out, protocol_name=args.protocol,
-                            batch_size=args.batch_size, limit=args.limit)
+                            batch_size=args.batch_size, limit=args.limit, progress=not args.no_progress)
     table = [["rule", "mean (in)", "mean (other)", "Mann-Whitney p", "KS p"]]
     table += [[r["labels"][k], num(e["mean_in_distribution"]), num(e["mean_other"]), num(e["mann_whitney_p"]),
                num(e["ks_p"])] for k, e in r["tests"].items()]
@@ -103,5 +103,6 @@ def add_parser(sub) -> None:
     add_protocol_arg(s, help="preprocessing, as for `alit eval` (default resize-crop)")
     add_model_args(s, batch_size=8)
     add_limit_arg(s)
+    add_progress_arg(s)
     analyze_task.add_arguments(s)
     s.set_defaults(func=run)

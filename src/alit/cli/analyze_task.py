@@ -11,8 +11,8 @@ from ..eval.inputs import load_model, parse_floats
 from ..eval.task_analysis import analyze_task
 from ..criteria.task import TaskAgrees
 from ..task_model import load_task_model
-from .options import add_limit_arg, add_model_args, add_out_arg, add_protocol_arg, at_least, num, output_folder, \
-    print_table
+from .options import add_limit_arg, add_model_args, add_out_arg, add_progress_arg, add_protocol_arg, at_least, num, \
+    output_folder, print_table
 
 DESCRIPTION = (
     "For a folder of images and a task model (--task-model: a TorchScript file taking images in [0, 1], or a "
@@ -48,6 +48,7 @@ def add_parser(sub) -> None:
     add_protocol_arg(s, help="preprocessing, as for `alit eval` (default resize-crop)")
     add_model_args(s, batch_size=8)
     add_limit_arg(s)
+    add_progress_arg(s)
     add_arguments(s)
     s.set_defaults(func=run)
 
@@ -63,7 +64,7 @@ def run(args) -> int:
                       tokenizer=tok if getattr(task, "takes", "pixels") == "latents" else None)
     r = analyze_task(tok, args.data, rule, args.out, criteria=criteria, labels=args.labels,
                      protocol_name=args.protocol, batch_size=args.batch_size, limit=args.limit,
-                     task_name=Path(args.task_model).name)
+                     task_name=Path(args.task_model).name, progress=not args.no_progress)
     table = [["length of", "mean tokens", "task fewer", "equal", "task more", "p"]]
     table.append(["task", num(r["task_tokens"]["mean"]), "", "", "", ""])
     for e in r["rules"].values():

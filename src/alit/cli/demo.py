@@ -5,8 +5,8 @@ from pathlib import Path
 
 from ..demo import run_demo
 from ..eval.inputs import load_model
-from .options import add_criterion_arg, add_model_args, add_out_arg, at_least, check_criterion, output_folder, \
-    print_table
+from .options import add_criterion_arg, add_model_args, add_out_arg, add_progress_arg, at_least, check_criterion, \
+    output_folder, print_table
 
 
 def run(args) -> int:
@@ -15,7 +15,8 @@ def run(args) -> int:
     output_folder(args.out)
     tok = load_model(args.checkpoint, args.device, args.precision)
     check_criterion(args.criterion, tok)  # e.g. conf: needs a VQGAN-based model
-    s = run_demo(tok, args.out, criterion=args.criterion, batch_size=args.batch_size, checkpoint=args.checkpoint)
+    s = run_demo(tok, args.out, criterion=args.criterion, batch_size=args.batch_size, checkpoint=args.checkpoint,
+                 progress=not args.no_progress)
     table = [["tokens", "mean L1", "mean PSNR", "mean SSIM"]]
     table += [[L, f"{l1:.4f}", f"{s['mean_psnr'][L]:.2f}", f"{s['mean_ssim'][L]:.4f}"] for L, l1 in s["mean_l1"].items()]
     print_table(table)
@@ -38,4 +39,5 @@ def add_parser(sub) -> None:
     add_out_arg(s, default="alit-demo")
     add_criterion_arg(s, "which length each photo gets")
     add_model_args(s, batch_size=16)
+    add_progress_arg(s)
     s.set_defaults(func=run)

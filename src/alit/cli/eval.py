@@ -9,8 +9,8 @@ from ..eval.inputs import load_model, parse_lengths
 from ..eval.report import fmt
 from ..eval.sweep import EvalOptions, evaluate
 from ..eval.sweep_report import table_rows
-from .options import add_criterion_arg, add_limit_arg, add_model_args, add_out_arg, add_protocol_arg, at_least, \
-    check_criterion, output_folder, print_table
+from .options import add_criterion_arg, add_limit_arg, add_model_args, add_out_arg, add_progress_arg, \
+    add_protocol_arg, at_least, check_criterion, output_folder, print_table
 
 PROTOCOLS_HELP = (
     "resize-crop (default, the common protocol): resize the shorter side to S = the model's image size "
@@ -45,7 +45,7 @@ def run(args) -> int:
     options = EvalOptions(lengths=parse_lengths(args.lengths, tok.config.lengths), criterion=criterion,
                           protocol=args.protocol, batch_size=args.batch_size, lpips_weights=args.lpips_weights,
                           fid_weights=args.fid_weights, substitutes=args.substitutes, limit=args.limit)
-    results = evaluate(tok, args.data, options, out=args.out)
+    results = evaluate(tok, args.data, options, out=args.out, progress=not args.no_progress)
     header, rows = table_rows(results)
     print_table([header] + [[fmt(v) for v in r] for r in rows])
     for metric, why in results["missing"].items():
@@ -78,4 +78,5 @@ def add_parser(sub) -> None:
                    "h5py): perceptual_hed and fd_hed, labelled as such; never reported as LPIPS or rFID")
     add_model_args(s, batch_size=8)
     add_limit_arg(s)
+    add_progress_arg(s)
     s.set_defaults(func=run)

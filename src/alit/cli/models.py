@@ -9,6 +9,9 @@ from ..errors import AlitError
 
 def run(args) -> int:
     if args.remove:
+        if args.remove == "default":
+            raise AlitError(f"default is the bundled model: it ships inside the package ({weights.DEFAULT_MODEL}) "
+                            f"and cannot be removed; --remove deletes a paper model from the cache")
         gone = resolve.remove(args.remove)
         print(f"{args.remove}: removed {', '.join(map(str, gone))}" if gone
               else f"{args.remove}: not cached ({resolve.cache_path(args.remove)})")
@@ -55,7 +58,8 @@ def add_parser(sub) -> None:
                        "on first use (from ALIT_DOWNLOAD_MIRROR/<file> when that is set), converted and kept in "
                        "the cache (ALIT_CACHE, else $XDG_CACHE_HOME/alit, else ~/.cache/alit); ALIT_OFFLINE=1 "
                        "forbids downloads. hf:ORG/NAME[@REVISION] names a model on the Hugging Face Hub.")
-    s.add_argument("--remove", metavar="NAME", default=None, help="delete a paper model from the cache")
+    s.add_argument("--remove", metavar="NAME", default=None,
+                   help="delete a paper model from the cache (the bundled default ships inside the package)")
     s.add_argument("--download", metavar="NAME", default=None,
                    help="download and convert a paper model now (as its first use would)")
     s.add_argument("--keep-original", action="store_true",

@@ -67,6 +67,12 @@ def add_out_arg(parser, default: str | None = None, metavar: str = "DIR") -> Non
     parser.add_argument("--out", required=default is None, default=default, metavar=metavar, help=help)
 
 
+def add_progress_arg(parser) -> None:
+    """--no-progress: no bar on stderr (there is none anyway when stderr is not a terminal)."""
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (none is drawn anyway when stderr is not a terminal)")
+
+
 def check_criterion(spec: str | None, tok=None) -> None:
     """A bad rule as a one-line AlitError: before the model loads (tok None), or against the model
     (e.g. conf: needs a VQGAN-based model). Nothing to check when no rule was given."""

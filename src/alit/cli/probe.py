@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from ..errors import AlitError
 from ..eval.inputs import load_model, parse_lengths
-from ..eval.probe import run_probe
-from .options import add_limit_arg, add_model_args, add_out_arg, at_least, num, output_folder, print_table
+from ..eval.probe import chance_line, run_probe
+from .options import add_limit_arg, add_model_args, add_out_arg, add_progress_arg, at_least, num, output_folder, \
+    print_table
 
 
 def run(args) -> int:
@@ -18,12 +19,14 @@ def run(args) -> int:
     tok = load_model(args.checkpoint, args.device, args.precision)
     r = run_probe(tok, args.data, args.out, parse_lengths(args.lengths, tok.config.lengths), pool=args.pool,
                   test_fraction=args.test_fraction, seed=args.seed, weight_decay=args.weight_decay,
-                  batch_size=args.batch_size, limit=args.limit, save=args.save)
+                  batch_size=args.batch_size, limit=args.limit, save=args.save,
+                  progress=not args.no_progress)
     table = [["tokens", "features", "train acc", "test acc"]]
     table += [[L, str(x["features"]), num(x["train_accuracy"]), num(x["test_accuracy"])]
               for L, x in r["lengths"].items()]
     print_table(table)
-    print(f"chance (majority class): {r['chance_accuracy']:.4f}; {args.out}/probe.json, probe.csv, index.html")
+    print(f"majority-class baseline: {chance_line(r)}")
+    print(f"{args.out}/probe.json, probe.csv, index.html")
     if args.save:
         print(f"the probe of {r['saved']['length']} tokens: {args.save} (a task model: task:{args.save})")
     return 0
@@ -48,4 +51,5 @@ def add_parser(sub) -> None:
                    "PATH (safetensors), a task model for the length rule task:PATH[:K] and `alit analyze task`")
     add_model_args(s, batch_size=32)
     add_limit_arg(s)
+    add_progress_arg(s)
     s.set_defaults(func=run)

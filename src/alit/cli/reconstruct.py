@@ -4,14 +4,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..criteria import EightBit, parse_criterion
 from ..eval.inputs import image_paths, load_model
+from ..progress import say
 from ..reconstruct import Reconstruction, reconstruct_files
 from .names import unique_names
-from .options import add_criterion_arg, add_model_args, add_out_arg, at_least, check_criterion, output_folder, \
-    print_table
+from .options import add_criterion_arg, add_model_args, add_out_arg, add_progress_arg, at_least, check_criterion, \
+    output_folder, print_table
 
 
 def run(args) -> int:
@@ -23,14 +22,12 @@ def run(args) -> int:
     paths, failed = _find(args.images)
     bad = []  # one line per bad file; the others go on
 
-    with tqdm(total=len(paths), unit="image", file=sys.stderr, disable=None) as bar:
-        def bad_file(message: str) -> None:
-            _say("error", message, tqdm.write)
-            bad.append(message)
-            bar.update(1)
+    def bad_file(message: str) -> None:
+        _say("error", message)
+        bad.append(message)
 
-        done = reconstruct_files(tok, output_names(paths), out, rule, args.batch_size, on_error=bad_file,
-                                 on_warning=lambda line: _say("warning", line, tqdm.write), on_done=bar.update)
+    done = reconstruct_files(tok, output_names(paths), out, rule, args.batch_size, on_error=bad_file,
+                             on_warning=lambda line: _say("warning", line), progress=not args.no_progress)
     if done:
         _print_done(done, tok.config.lengths, rule, out)
     failed += len(bad)
@@ -50,8 +47,8 @@ def _find(inputs: list[str]) -> tuple[list[Path], int]:
     return image_paths(inputs, "alit reconstruct", on_problem=problem), len(missing)
 
 
-def _say(kind: str, line: str, write=print) -> None:
-    write(f"alit reconstruct: {kind}: {line}", file=sys.stderr)
+def _say(kind: str, line: str) -> None:
+    say(f"alit reconstruct: {kind}: {line}")  # above the bar, when one is drawn
 
 
 def _print_done(done: list[Reconstruction], lengths: list[int], rule, out: Path) -> None:
@@ -83,4 +80,5 @@ def add_parser(sub) -> None:
     add_out_arg(s)
     add_criterion_arg(s, "when a length is good enough")
     add_model_args(s, batch_size=8)
+    add_progress_arg(s)
     s.set_defaults(func=run)

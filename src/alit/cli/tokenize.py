@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
 
 from .. import dist
 from ..criteria import parse_criterion
 from ..errors import AlitError
 from ..eval.inputs import load_model
+from ..files import atomic_write
 from ..images import save_png
 from ..tokens import TokenDataset
 from ..tokens.job import Options, tokenize
+from ..tokens.layout import layout
 from .names import unique_names
 from .options import add_batch_size_arg, add_checkpoint_arg, add_criterion_arg, add_device_arg, \
     add_precision_arg, at_least, check_criterion, print_table
@@ -41,8 +46,9 @@ def run_tokenize(args) -> int:
     bpp = f", {bpp:.4f} bits per pixel" if bpp is not None else ""
     rate = index["images_per_second"]
     rate = f", {rate:.1f} images/s on {world} process(es)" if rate and index["images_this_run"] else ""
+    files = layout(args.out)
     print(f"{index['images_written']} images written, {index['images_skipped']} skipped "
-          f"({args.out}/skipped.jsonl); mean {index['mean_tokens']:.2f} tokens{bpp}{rate}")
+          f"({files.skipped}); mean {index['mean_tokens']:.2f} tokens{bpp}{rate}")
     c = index.get("mean_tokens_comparison")
     if c:
         rows = [["rule", "mean tokens", "mean L1"],
@@ -52,7 +58,7 @@ def run_tokenize(args) -> int:
                 [f"threshold l1:{c['threshold_rule']['threshold']:.4g}",
                  f"{c['threshold_rule']['mean_tokens']:.2f}", f"{c['threshold_rule']['mean_l1']:.4f}"]]
         print_table(rows)
-    print(f"{args.out}/index.json")
+    print(files.index)
     return 0
 
 
@@ -101,26 +107,52 @@ def run_decode(args) -> int:
     else:
         rows = list(range(len(ds)))
     out = Path(args.out)
-    names = output_names([ds.keys[i] for i in rows])
-    for start in range(0, len(rows), args.batch_size):
-        batch = rows[start:start + args.batch_size]
-        images = tok.decode(ds.encoding(batch, tok))  # [b, 3, S, S] in [0, 1]
-        for i, image in zip(batch, images):
-            path = out / names[ds.keys[i]]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_png(image, path)
-    print(f"{len(rows)} image(s) decoded: {out}/<key>.png")
+    names = output_names(ds.keys)  # of every key: a key's file is the same whichever --keys are asked for
+    decoded = {ds.keys[i]: names[ds.keys[i]] for i in rows}
+    with tqdm(total=len(rows), unit="image", desc="decode", file=sys.stderr,
+              disable=True if args.no_progress else None) as bar:  # None: quiet unless stderr is a terminal
+        for start in range(0, len(rows), args.batch_size):
+            batch = rows[start:start + args.batch_size]
+            images = tok.decode(ds.encoding(batch, tok))  # [b, 3, S, S] in [0, 1]
+            for i, image in zip(batch, images):
+                path = out / names[ds.keys[i]]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_png(image, path)
+            bar.update(len(batch))
+    write_key_map(out / KEY_MAP, decoded)
+    renamed = [f"{k} -> {v}" for k, v in decoded.items() if v != _stem(k) + ".png"]
+    also = f"; {len(renamed)} renamed where names collide ({', '.join(renamed[:2])}" \
+           f"{', ...' if len(renamed) > 2 else ''})" if renamed else ""
+    print(f"{len(rows)} image(s) decoded: {out}/<key>.png; {out / KEY_MAP} maps each key to its file{also}")
     return 0
+
+
+KEY_MAP = "keys.json"  # beside the PNGs of `alit decode`: {key: file} (.png names of two keys can collide)
+
+
+def write_key_map(path: Path, decoded: dict[str, str]) -> None:
+    """{key: PNG path relative to the output folder}, merged with the map of earlier runs into the
+    same folder (names are given over every key of DIR, so they agree)."""
+    known = {}
+    if path.is_file():
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+    known = {**(known if isinstance(known, dict) else {}), **decoded}
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(known, indent=1, ensure_ascii=False) + "\n"))
 
 
 def output_names(keys: list[str]) -> dict[str, str]:
     """A PNG path per key: the key with its suffix replaced by .png, inside the output folder
     (no '..', no absolute paths), with -2, -3, ... where two keys would give one name."""
-    stems = []
-    for key in keys:
-        parts = [p for p in PurePosixPath(key.replace("\\", "/")).parts if p not in ("/", "..", ".", "")]
-        stems.append(PurePosixPath(*parts).with_suffix("").as_posix() if parts else "image")
-    return dict(zip(keys, unique_names(stems, ".png")))
+    return dict(zip(keys, unique_names([_stem(k) for k in keys], ".png")))
+
+
+def _stem(key: str) -> str:
+    """A key as a path inside the output folder, without its suffix."""
+    parts = [p for p in PurePosixPath(key.replace("\\", "/")).parts if p not in ("/", "..", ".", "")]
+    return PurePosixPath(*parts).with_suffix("").as_posix() if parts else "image"
 
 
 def add_parser(sub) -> None:
@@ -134,15 +166,20 @@ def _add_tokenize_parser(sub) -> None:
         description="Encode every image of DATA (an image folder, searched recursively, or WebDataset "
         "shards) and write DIR/part-NNNNNN.parquet, one row per image: key (the path relative to DATA, or "
         "the WebDataset key), num_tokens, and ids (the smallest unsigned integer type that holds the "
-        "codebook) or latents (continuous models); then DIR/index.json (the model, how lengths were chosen, "
-        "counts, histogram of lengths, bits per pixel, speed) and DIR/skipped.jsonl (images that could not "
-        "be read, with the reason). Images are prepared as `alit reconstruct` prepares them. Lengths: "
+        "codebook) or latents (continuous models); then DIR/_index.json (the model, how lengths were chosen, "
+        "counts, histogram of lengths, bits per pixel, speed) and DIR/_skipped.jsonl (images that could not "
+        "be read, with the reason), with DIR/_state/ (what a rerun resumes from): names with a leading "
+        "underscore, which dataset readers skip. Images are prepared as `alit reconstruct` prepares them, "
+        "with its warnings (files without an image suffix, images smaller than the model's size, enlarged, "
+        "animations, their first frame read). WebDataset shards need the `webdataset` package. Lengths: "
         "--num-tokens N for all, --criterion NAME:VALUE per image (default: the model's own rule), or "
         "--mean-tokens N, the least total L1 with a mean of at most N tokens. Images are decoded ahead of the "
         "model by --workers processes and parts are written by a background thread, so the model waits for "
         "neither. Runs on many processes with `torchrun --nproc_per_node=N -m alit tokenize ...` (each on its "
-        "own device); run the same command again after an interruption to finish the job. Read the result "
-        "with pyarrow, pandas, `datasets`, or alit.TokenDataset(DIR).")
+        "own device); run the same command again after an interruption to finish the job (it says how much "
+        "was done). Read the result with pd.read_parquet(DIR), pyarrow.parquet.read_table(DIR), DuckDB "
+        "(select * from 'DIR/*.parquet'), datasets.load_dataset(\"parquet\", data_files=\"DIR/*.parquet\"), or "
+        "alit.TokenDataset(DIR) (which also reads folders of the older layout, index.json beside the parts).")
     s.add_argument("data", metavar="DATA", help="image folder, or WebDataset shards (.tar, dir/{0000..0099}.tar)")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder (new, empty, or this run's own)")
     add_checkpoint_arg(s)
@@ -166,19 +203,27 @@ def _add_tokenize_parser(sub) -> None:
     add_device_arg(s, help="torch device of a single process (default: cuda if available, else cpu); under "
                    "torchrun with several processes each takes its own, cuda:LOCAL_RANK (else cpu), and --device "
                    "is refused")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress_arg(s)
     s.set_defaults(func=run_tokenize)
 
 
 def _add_decode_parser(sub) -> None:
     s = sub.add_parser("decode", help="PNGs back from a token folder of `alit tokenize`",
                        description="Decode the tokens of DIR (made by `alit tokenize`) with the model that "
-                       "made them and write IMAGES/<key>.png (the key's suffix replaced by .png).")
-    s.add_argument("dir", metavar="DIR", help="token folder (with index.json)")
+                       "made them and write IMAGES/<key>.png (the key's suffix replaced by .png; where two keys "
+                       "give one name, as a.jpg and a.png, the later one gets -2, -3, ...) and IMAGES/keys.json, "
+                       "which maps each key to its file.")
+    s.add_argument("dir", metavar="DIR", help="token folder (with _index.json, or index.json of the older layout)")
     s.add_argument("--out", required=True, metavar="IMAGES", help="output folder")
     s.add_argument("--keys", nargs="+", default=None, metavar="KEY", help="only these images (default: all)")
     s.add_argument("--checkpoint", default=None, metavar="CKPT",
-                   help="the model (default: the one index.json names); it must be the model that made the tokens")
+                   help="the model (default: the one _index.json names); it must be the model that made the tokens")
     add_batch_size_arg(s, 16)
     add_device_arg(s)
+    add_no_progress_arg(s)
     s.set_defaults(func=run_decode)
+
+
+def add_no_progress_arg(parser) -> None:
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is none either when stderr is not a terminal)")

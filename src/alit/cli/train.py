@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import dist, train
+from .options import add_progress_arg
 
 
 def run(args) -> int:
@@ -40,5 +41,5 @@ def add_parser(sub) -> None:
                    "each key (an ImageFolder layout; the recipe key classes: true)")
     s.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override a recipe "
                    "value (type-checked; dotted keys for sections, e.g. gan.schedule=[[100,0.2]])")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_arg(s)
     s.set_defaults(func=run)

@@ -36,6 +36,7 @@ from PIL import Image
 from ..criteria import EightBit, L1Below, first_accepted, parse_criterion
 from ..errors import AlitError
 from ..images import save_png
+from ..progress import progress_bar
 from .inputs import batches, image_names, image_paths, protocol
 from .report import Page, grid_of_axes, save_figure
 
@@ -151,10 +152,10 @@ def _match_rating(name: str, ratings: dict[str, float]) -> float | None:
 
 def analyze_complexity(tok, data: str | Path, thresholds: list[float | str], out: str | Path,
                        ratings: str | Path | None = None, protocol_name: str = "resize-crop",
-                       batch_size: int = 8, limit: int | None = None, log=None) -> dict:
+                       batch_size: int = 8, limit: int | None = None, log=None, progress: bool = True) -> dict:
     """Tokens per image under each rule (`thresholds`: numbers t for L1 < t, or `NAME:VALUE`
     criteria) against complexity proxies; writes complexity.json, complexity.csv, figures and
-    index.html to `out`. Returns the results dict."""
+    index.html to `out`. Returns the results dict. progress: a bar on stderr when it is a terminal."""
     rules = [rule(t) for t in thresholds]
     log = log or (lambda line: print(line, file=sys.stderr))
     out = Path(out)
@@ -164,16 +165,17 @@ def analyze_complexity(tok, data: str | Path, thresholds: list[float | str], out
     paths = image_paths([data], "alit analyze", limit, log)
     rated = read_ratings(ratings) if ratings else None
     records, thumbs, failed = [], {}, []
-    for batch in batches(paths, tok.config.image_size, proto, batch_size, on_error=failed.append):
-        images = batch.images.to(next(tok.parameters()).device)
-        tokens = token_counts(tok, images, thresholds, proto.truncate).tolist()
-        for name, image, counts in zip(image_names(batch.paths, Path(data)), batch.images, tokens):
-            record = {"file": name, "tokens": {r.key: n for r, n in zip(rules, counts)}}
-            record.update(complexity_proxies(image))
-            if rated is not None:
-                record["rating"] = _match_rating(name, rated)
-            records.append(record)
-            thumbs[name] = image
+    with progress_bar(len(paths), "alit analyze complexity", progress) as bar:
+        for batch in batches(paths, tok.config.image_size, proto, batch_size, on_error=failed.append, bar=bar):
+            images = batch.images.to(next(tok.parameters()).device)
+            tokens = token_counts(tok, images, thresholds, proto.truncate).tolist()
+            for name, image, counts in zip(image_names(batch.paths, Path(data)), batch.images, tokens):
+                record = {"file": name, "tokens": {r.key: n for r, n in zip(rules, counts)}}
+                record.update(complexity_proxies(image))
+                if rated is not None:
+                    record["rating"] = _match_rating(name, rated)
+                records.append(record)
+                thumbs[name] = image
     for line in failed:
         log(f"alit analyze: skipped: {line}")
     if not records:
@@ -274,9 +276,10 @@ def _slug(name: str) -> str:
 
 def analyze_familiarity(tok, data: str | Path, other: str | Path, thresholds: list[float | str], out: str | Path,
                         protocol_name: str = "resize-crop", batch_size: int = 8, limit: int | None = None,
-                        log=None) -> dict:
+                        log=None, progress: bool = True) -> dict:
     """Token counts of `data` (in distribution) against `other` under each rule (`thresholds`:
-    numbers t for L1 < t, or `NAME:VALUE` criteria), with a test of the difference."""
+    numbers t for L1 < t, or `NAME:VALUE` criteria), with a test of the difference. progress: a
+    bar per folder on stderr when it is a terminal."""
     rules = [rule(t) for t in thresholds]
     log = log or (lambda line: print(line, file=sys.stderr))
     stats = _stats()
@@ -284,7 +287,8 @@ def analyze_familiarity(tok, data: str | Path, other: str | Path, thresholds: li
     out.mkdir(parents=True, exist_ok=True)
     proto = protocol(protocol_name)
     sets = {label: {"path": str(folder), "tokens": _folder_counts(tok, folder, thresholds, proto, batch_size,
-                                                                   limit, log)}
+                                                                   limit, log, (f"alit analyze familiarity: {label}",
+                                                                                progress))}
             for label, folder in (("in_distribution", data), ("other", other))}
     tests = {one.key: _difference([c[i] for c in sets["in_distribution"]["tokens"]],
                                   [c[i] for c in sets["other"]["tokens"]], stats)
@@ -314,13 +318,14 @@ def analyze_familiarity(tok, data: str | Path, other: str | Path, thresholds: li
 
 
 def _folder_counts(tok, folder, thresholds: list[float | str], proto, batch_size: int, limit: int | None,
-                   log) -> list[list[int]]:
-    """Tokens per image of a folder under each rule, [n, len(thresholds)]."""
+                   log, bar: tuple[str, bool]) -> list[list[int]]:
+    """Tokens per image of a folder under each rule, [n, len(thresholds)]; bar: (its text, whether shown)."""
     counts, failed = [], []
     paths = image_paths([folder], "alit analyze", limit, log)
-    for batch in batches(paths, tok.config.image_size, proto, batch_size, on_error=failed.append):
-        counts += token_counts(tok, batch.images.to(next(tok.parameters()).device), thresholds,
-                               proto.truncate).tolist()
+    with progress_bar(len(paths), *bar) as shown:
+        for batch in batches(paths, tok.config.image_size, proto, batch_size, on_error=failed.append, bar=shown):
+            counts += token_counts(tok, batch.images.to(next(tok.parameters()).device), thresholds,
+                                   proto.truncate).tolist()
     for line in failed:
         log(f"alit analyze: skipped: {line}")
     if not counts:

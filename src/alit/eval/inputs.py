@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..errors import AlitError
 from ..images import IMAGE_SUFFIXES, ImageReadError, find_images, fit, read_image
+from ..resolve import NoSuchCheckpoint, known_names
 from ..scoring import to_8bit
 from ..tokenizer import load
 
@@ -87,6 +88,11 @@ def load_model(spec: str | Path | None, device: str | torch.device | None = None
     check_not_an_image(spec)
     try:
         tok = load(spec, precision=precision)
+    except NoSuchCheckpoint:  # a moved run folder, a typo: say what --checkpoint takes
+        raise AlitError(f"--checkpoint {spec}: no such checkpoint folder or file. --checkpoint PATH takes a model "
+                        f"folder (model.safetensors + config.json: a training run or `alit convert`'s output; one "
+                        f"that moved: its new PATH) or a model name: {known_names()} (`alit models` lists them)"
+                        ) from None
     except AlitError as e:
         if str(spec) == "default":  # the bundled model, whatever the working directory holds
             raise AlitError(f"--checkpoint default: no bundled default model can be loaded in this install "
@@ -181,13 +187,16 @@ class Batch:
     upscaled: list = None  # (path, (h, w)) of images smaller than S on a side, enlarged (resize-crop)
 
 
-def batches(paths: list[Path], size: int, proto: Protocol, batch_size: int, on_error=None):
-    """Yield Batch objects of prepared images; an unreadable file goes to on_error(message) and is skipped."""
+def batches(paths: list[Path], size: int, proto: Protocol, batch_size: int, on_error=None, bar=None):
+    """Yield Batch objects of prepared images; an unreadable file goes to on_error(message) and is skipped.
+    bar (`alit.progress.progress_bar`): advanced by every file of a batch, read or not, once the
+    caller is done with the batch (when it asks for the next one)."""
     if batch_size < 1:
         raise AlitError(f"--batch-size must be at least 1, got {batch_size}")
     for start in range(0, len(paths), batch_size):
         kept, images, padded, upscaled = [], [], 0, []
-        for path in paths[start:start + batch_size]:
+        chunk = paths[start:start + batch_size]
+        for path in chunk:
             try:
                 # resize-crop may shrink a huge image while decoding; center-crop keeps every pixel
                 raw = read_image(path, size if proto.resize else None)
@@ -204,6 +213,8 @@ def batches(paths: list[Path], size: int, proto: Protocol, batch_size: int, on_e
             padded += was_padded
         if kept:
             yield Batch(kept, torch.stack(images), padded, upscaled)
+        if bar is not None:
+            bar.update(len(chunk))
 
 
 def upscale_warning(path, hw: tuple[int, int], size: int) -> str:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import AlitError
 from ..images import IMAGE_SUFFIXES
+from ..progress import progress_bar
 from ..task_model import save_probe
 from .inputs import batches, protocol
 from .report import Page, pyplot, save_figure
@@ -79,18 +80,20 @@ def split(root: str | Path, test_fraction: float, seed: int) -> tuple[LabelledSe
 
 
 @torch.no_grad()
-def features(tok, paths: list[Path], pool: str = "mean", batch_size: int = 32, protocol_name: str = "resize-crop"
-             ) -> list[torch.Tensor]:
-    """Pooled latents per length: a list (one per length) of [n, F] float32 tensors on the CPU."""
+def features(tok, paths: list[Path], pool: str = "mean", batch_size: int = 32, protocol_name: str = "resize-crop",
+             progress: bool = False, desc: str = "alit probe") -> list[torch.Tensor]:
+    """Pooled latents per length: a list (one per length) of [n, F] float32 tensors on the CPU.
+    progress: a bar named `desc` on stderr when it is a terminal."""
     if pool not in ("mean", "concat"):
         raise AlitError(f"--pool must be mean or concat, got {pool!r}")
     device = next(tok.parameters()).device
     per_length: list[list[torch.Tensor]] = [[] for _ in tok.config.lengths]
-    for batch in batches(paths, tok.config.image_size, protocol(protocol_name), batch_size):
-        roll = tok.rollout(batch.images.to(device), pixels=False)
-        for i, z in enumerate(roll.latents):  # [b, L, d]
-            f = z.mean(1) if pool == "mean" else z.flatten(1)
-            per_length[i].append(f.float().cpu())
+    with progress_bar(len(paths), desc, progress) as bar:
+        for batch in batches(paths, tok.config.image_size, protocol(protocol_name), batch_size, bar=bar):
+            roll = tok.rollout(batch.images.to(device), pixels=False)
+            for i, z in enumerate(roll.latents):  # [b, L, d]
+                f = z.mean(1) if pool == "mean" else z.flatten(1)
+                per_length[i].append(f.float().cpu())
     return [torch.cat(fs) for fs in per_length]
 
 
@@ -131,9 +134,11 @@ def accuracy(layer: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def run_probe(tok, data: str | Path, out: str | Path, lengths: list[int], pool: str = "mean",
               test_fraction: float = 0.25, seed: int = 0, weight_decay: float = 1e-3,
-              batch_size: int = 32, limit: int | None = None, log=None, save: str | Path | None = None) -> dict:
+              batch_size: int = 32, limit: int | None = None, log=None, save: str | Path | None = None,
+              progress: bool = True) -> dict:
     """Features at each length, a probe per length, accuracy on the test split; writes the report.
-    save: a file to keep the head of the longest length probed in (`alit.task_model.save_probe`)."""
+    save: a file to keep the head of the longest length probed in (`alit.task_model.save_probe`).
+    progress: a bar per split on stderr when it is a terminal."""
     log = log or (lambda line: print(line, file=sys.stderr))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,8 +149,8 @@ def run_probe(tok, data: str | Path, out: str | Path, lengths: list[int], pool: 
         raise AlitError(f"{data}: the test split is empty (too few images per class)")
     log(f"probe: {len(train.paths)} training and {len(test.paths)} test images, {len(train.classes)} classes ({how})")
     index = [tok.config.lengths.index(L) for L in lengths]
-    x_train = features(tok, train.paths, pool, batch_size)
-    x_test = features(tok, test.paths, pool, batch_size)
+    x_train = features(tok, train.paths, pool, batch_size, progress=progress, desc="alit probe: training images")
+    x_test = features(tok, test.paths, pool, batch_size, progress=progress, desc="alit probe: test images")
     y_train, y_test = torch.tensor(train.labels), torch.tensor(test.labels)
     majority = max(range(len(train.classes)), key=lambda c: (train.labels.count(c), -c))
     rows, layers = {}, {}
@@ -159,7 +164,9 @@ def run_probe(tok, data: str | Path, out: str | Path, lengths: list[int], pool: 
         "data": str(data), "split": how, "classes": train.classes,
         "train_images": len(train.paths), "test_images": len(test.paths),
         "pool": pool, "weight_decay": weight_decay, "seed": seed,
+        # the majority-class baseline: always the class most frequent among the training images
         "chance_accuracy": float((y_test == majority).double().mean()),
+        "majority_class": train.classes[majority], "uniform_chance": 1 / len(train.classes),
         "model": {"fingerprint": tok.fingerprint(), "latent_dim": tok.config.latent_dim},
         "lengths": rows,
     }
@@ -180,12 +187,19 @@ def run_probe(tok, data: str | Path, out: str | Path, lengths: list[int], pool: 
                       ("features", f"bottleneck latents pooled over tokens ({pool}); frozen tokenizer"),
                       ("classifier", f"multinomial logistic regression, L-BFGS, L2 {weight_decay:g}, "
                                      "standardised features"),
-                      ("chance (majority class)", f"{results['chance_accuracy']:.4f}")])
+                      ("majority-class baseline", chance_line(results))])
     page.table(["tokens", "features", "train accuracy", "test accuracy"],
                [[L, r["features"], r["train_accuracy"], r["test_accuracy"]] for L, r in rows.items()])
     page.figure("accuracy.png", "Linear-probe accuracy against the number of tokens")
     page.write(out / "index.html")
     return results
+
+
+def chance_line(results: dict) -> str:
+    """What the majority-class baseline is, with uniform chance beside it."""
+    k = len(results["classes"])
+    return (f"{results['chance_accuracy']:.4f} on this test split (always answering {results['majority_class']!r}, "
+            f"the most frequent class among the training images); uniform chance 1/{k} = {1 / k:.4f}")
 
 
 def _limit(s: LabelledSet, n: int, seed: int) -> LabelledSet:

@@ -19,7 +19,7 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-to
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.9em; }
 th, td { border: 1px solid #d8dde2; padding: 3px 8px; text-align: right; }
 th { background: #f1f4f7; } td.l, th.l { text-align: left; }
-figure { display: inline-block; margin: 6px 10px 10px 0; vertical-align: top; }
+figure { display: inline-block; margin: 6px 10px 10px 0; vertical-align: top; max-width: 100%; }
 figure img { border: 1px solid #d8dde2; max-width: 100%; image-rendering: auto; }
 figcaption { font-size: 0.85em; color: #4b5560; max-width: 640px; }
 .note { color: #7a4b00; background: #fff7e6; border: 1px solid #f0d9a8; padding: 6px 10px; }
@@ -27,6 +27,8 @@ figcaption { font-size: 0.85em; color: #4b5560; max-width: 640px; }
 img.pixel { image-rendering: pixelated; }
 td.img { text-align: center; } td.img img { display: block; margin: 0 auto; border: 1px solid #d8dde2; }
 td.hl { background: #fff1e0; outline: 3px solid #e8590c; outline-offset: -3px; font-weight: 600; }
+.wide { overflow-x: auto; max-width: 100%; }
+table.gallery td.l { max-width: 150px; overflow-wrap: anywhere; }
 """
 
 
@@ -75,9 +77,11 @@ class Page:
         self.parts.append(f"<table>{rows}</table>")
         return self
 
-    def table(self, header: list[str], rows: list[list], left: int = 1, text: tuple[int, ...] = ()) -> "Page":
+    def table(self, header: list[str], rows: list[list], left: int = 1, text: tuple[int, ...] = (),
+              cls: str | None = None) -> "Page":
         """A table; the first `left` columns and those in `text` are left-aligned; floats are shown with
-        4 significant digits; an `Img` cell shows its image."""
+        4 significant digits; an `Img` cell shows its image. A table wider than the page scrolls in its
+        own box, so the page itself never does. cls: the table's class (e.g. "gallery")."""
         def cell(value, i, tag):
             if isinstance(value, Img):
                 cls = ' class="img hl"' if value.highlight else ' class="img"'
@@ -86,7 +90,9 @@ class Page:
             return f"<{tag}{cls}>{html.escape(fmt(value))}</{tag}>"
         head = "".join(cell(h, i, "th") for i, h in enumerate(header))
         body = "".join("<tr>" + "".join(cell(v, i, "td") for i, v in enumerate(r)) + "</tr>" for r in rows)
-        self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        attr = f' class="{cls}"' if cls else ""
+        self.parts.append(f'<div class="wide"><table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+                          "</table></div>")
         return self
 
     def figure(self, src: str, caption: str = "", width: int | None = None, pixelated: bool = False) -> "Page":

@@ -28,6 +28,7 @@ import torch
 from ..criteria import EightBit, parse_criterion
 from ..errors import AlitError
 from ..images import save_png
+from ..progress import progress_bar
 from ..scoring import pixel_metrics, ssim
 from .inputs import Protocol, batches, image_names, image_paths, protocol
 from .metrics import (FrechetStats, HEDFeatures, HEDPerceptualMetric, InceptionFeatures, LPIPSMetric,
@@ -85,11 +86,13 @@ class _Tally:
     examples: list[dict] = field(default_factory=list)
 
 
-def evaluate(tok, data: str | Path, options: EvalOptions, out: str | Path | None = None, log=None) -> dict:
+def evaluate(tok, data: str | Path, options: EvalOptions, out: str | Path | None = None, log=None,
+             progress: bool = True) -> dict:
     """Run the evaluation of `tok` on the images under `data`; write the report to `out` if given.
 
     Returns the results dict (the content of results.json). Unreadable files are reported through
-    `log` and skipped; an AlitError is raised when no image can be read.
+    `log` and skipped; an AlitError is raised when no image can be read. progress: a bar on stderr
+    when it is a terminal (`alit.progress`).
     """
     log = log or (lambda line: print(line, file=sys.stderr))
     proto = protocol(options.protocol)
@@ -104,15 +107,16 @@ def evaluate(tok, data: str | Path, options: EvalOptions, out: str | Path | None
     metrics = _metrics(options, device)
     keys = [str(L) for L in options.lengths] + [ADAPTIVE]
     tally = _Tally({k: _Row() for k in keys}, {name: FrechetStats() for name in metrics.per_set})
-    for i, batch in enumerate(batches(paths, tok.config.image_size, proto, options.batch_size,
-                                      on_error=tally.failed.append)):
-        images = batch.images.to(device)
-        if i == 0:  # first calls pay one-off costs (allocations, kernel selection): not timed
-            tok.decode(tok.encode(images[:1], num_tokens=options.lengths[0]), batched=True)
-        tally.padded += batch.padded
-        tally.upscaled += len(batch.upscaled)
-        _score_batch(tok, images, image_names(batch.paths, Path(data)), criterion, proto, metrics, tally,
-                     options.examples, out)
+    with progress_bar(len(paths), "alit eval", progress) as bar:
+        for i, batch in enumerate(batches(paths, tok.config.image_size, proto, options.batch_size,
+                                          on_error=tally.failed.append, bar=bar)):
+            images = batch.images.to(device)
+            if i == 0:  # first calls pay one-off costs (allocations, kernel selection): not timed
+                tok.decode(tok.encode(images[:1], num_tokens=options.lengths[0]), batched=True)
+            tally.padded += batch.padded
+            tally.upscaled += len(batch.upscaled)
+            _score_batch(tok, images, image_names(batch.paths, Path(data)), criterion, proto, metrics, tally,
+                         options.examples, out)
     _say_what_was_read(tally, data, len(paths), tok.config.image_size, log)
     results = _results(tok, data, proto, criterion_spec, device, metrics, tally, options.substitutes)
     if out is not None:

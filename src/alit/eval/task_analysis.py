@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..criteria import EightBit, first_accepted, score_dtype
 from ..errors import AlitError
+from ..progress import progress_bar
 from ..criteria.task import TaskAgrees
 from .analysis import _hist, rule as reconstruction_rule  # the same histograms as analyze
 from .inputs import batches, image_names, image_paths, protocol
@@ -68,10 +68,11 @@ def folder_labels(paths: list[Path], root: Path, classes: list[str] | None) -> t
 
 def analyze_task(tok, data: str | Path, rule: TaskAgrees, out: str | Path, criteria: list | None = None,
                  labels: bool = False, protocol_name: str = "resize-crop", batch_size: int = 8,
-                 limit: int | None = None, task_name: str = "task model", log=None) -> dict:
+                 limit: int | None = None, task_name: str = "task model", log=None, progress: bool = True) -> dict:
     """Task tokens against reconstruction-rule tokens over the images of `data`; writes task.json,
     task.csv, figures and index.html to `out` and returns the results. criteria: reconstruction
-    rules (numbers t: L1 < t, or NAME:VALUE), default the model's own. labels: DIR/<class>/ folders."""
+    rules (numbers t: L1 < t, or NAME:VALUE), default the model's own. labels: DIR/<class>/ folders.
+    progress: a bar on stderr when it is a terminal."""
     log = log or (lambda line: print(line, file=sys.stderr))
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,12 +82,11 @@ def analyze_task(tok, data: str | Path, rule: TaskAgrees, out: str | Path, crite
     truth, classes = folder_labels(paths, data, rule.classes) if labels else (None, rule.classes)
     label_of = dict(zip(paths, truth)) if truth is not None else {}
     records, examples, failed = [], [], []
-    with tqdm(total=len(paths), unit="image", file=sys.stderr, disable=None, desc="analyze task") as bar:
-        for batch in batches(paths, tok.config.image_size, proto, batch_size, on_error=failed.append):
+    with progress_bar(len(paths), "alit analyze task", progress) as bar:
+        for batch in batches(paths, tok.config.image_size, proto, batch_size, on_error=failed.append, bar=bar):
             found = _batch(tok, rule, rules, proto, batch, data, label_of)
             records += found[0]
             examples = sorted(examples + found[1], key=lambda e: -e["gap"])[:EXAMPLES]
-            bar.update(len(batch.paths))
     for line in failed:
         log(f"alit analyze: skipped: {line}")
     if not records:

@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 
 from ..errors import AlitError
 from ..images import read_image, save_png
+from ..progress import tracked
 from .inputs import protocol
 from .report import Page, pyplot
 
@@ -162,9 +163,10 @@ def _assignment(image: np.ndarray, maps: torch.Tensor, size: int) -> np.ndarray:
 
 
 def visualize(tok, image_path: str | Path, out: str | Path, layer: int | str | None = None,
-              tile: int = 96, columns: int | None = None) -> dict:
+              tile: int = 96, columns: int | None = None, progress: bool = True) -> dict:
     """Write input.png, per iteration t: iter<t>_attention.png (a tile per token),
-    iter<t>_assignment.png, iter<t>_reconstruction.png, attention.npz and index.html."""
+    iter<t>_assignment.png, iter<t>_reconstruction.png, attention.npz and index.html.
+    progress: a bar over the iterations on stderr when it is a terminal."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     image, _ = protocol("resize-crop").prepare(read_image(image_path, tok.config.image_size),
@@ -185,7 +187,9 @@ def visualize(tok, image_path: str | Path, out: str | Path, layer: int | str | N
     ])
     page.figure("input.png", "input", width=size, pixelated=tok.config.image_size < 256)
     arrays = {}
-    for t, (maps, L) in enumerate(zip(result["maps"], result["lengths"])):
+    iterations = tracked(enumerate(zip(result["maps"], result["lengths"])), len(result["lengths"]),
+                         "alit visualize", progress, unit="iteration")
+    for t, (maps, L) in iterations:
         arrays[f"iter{t}"] = maps.numpy()
         Image.fromarray(_tile_grid(pixels, maps, columns, tile)).save(out / f"iter{t}_attention.png")
         Image.fromarray(_assignment(pixels, maps, size)).save(out / f"iter{t}_assignment.png")

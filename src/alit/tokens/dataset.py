@@ -7,7 +7,7 @@
     images = tok.decode(ds.encoding([0, 1], tok))
 
 Every part is read into memory once (with pyarrow), as flat arrays and offsets: a million images
-of 128 tokens take about 256 MB.
+of 128 tokens take about 256 MB. Folders of the older layout (index.json beside the parts) read too.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import torch
 
 from ..encoding import Encoding
 from ..errors import AlitError
+from .layout import layout
 
 
 class TokenDataset(torch.utils.data.Dataset):
@@ -29,11 +30,12 @@ class TokenDataset(torch.utils.data.Dataset):
         import pyarrow.parquet as pq
 
         self.root = Path(root)
-        path = self.root / "index.json"
+        files = layout(self.root)
+        path = files.index
         if not path.is_file():
             hint = " (the run has not finished: run the same `alit tokenize` command again)" \
-                if (self.root / ".alit-tokenize").is_dir() else ""
-            raise AlitError(f"{self.root}: not a token folder of `alit tokenize` (no index.json){hint}")
+                if files.state.is_dir() else ""
+            raise AlitError(f"{self.root}: not a token folder of `alit tokenize` (no {path.name}){hint}")
         try:
             self.index = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
@@ -56,7 +58,7 @@ class TokenDataset(torch.utils.data.Dataset):
                 flat = flat.flatten()  # each token's d floats
             values.append(flat.to_numpy(zero_copy_only=False))
         if len(keys) != self.index["images_written"]:
-            raise AlitError(f"{self.root}: {len(keys)} rows in the parts, index.json says "
+            raise AlitError(f"{self.root}: {len(keys)} rows in the parts, {path.name} says "
                             f"{self.index['images_written']}")
         self.keys: list[str] = keys
         self.lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)  # [n]

@@ -2,14 +2,16 @@
 
 DIR/part-NNNNNN.parquet holds one row per image of part NNNNNN (`key`, `num_tokens`, and `ids` in
 the smallest unsigned type that holds the codebook, or `latents` for a continuous model). Beside
-them, once every part is written, DIR/index.json (the model, how lengths were chosen, counts, the
-histogram of lengths, bits per pixel, speed) and DIR/skipped.jsonl (images that could not be read).
+them, once every part is written, DIR/_index.json (the model, how lengths were chosen, counts, the
+histogram of lengths, bits per pixel, speed) and DIR/_skipped.jsonl (images that could not be read):
+names that dataset readers skip (`layout.py`), so `pd.read_parquet(DIR)` reads the parts alone.
 
 Work is coordinated through DIR alone: part p belongs to rank p mod world; a part is written to a
 temporary file and renamed into place, then its record (rows, skipped images, token counts) is
-written to DIR/.alit-tokenize/ the same way. A part with a record is done, so running the same
-command again after a kill finishes the job, with the same rows as an uninterrupted run (the same
-parts, read in the same batches). Rank 0 waits for every record, then writes the index.
+written to DIR/_state/ the same way. A part with a record is done, so running the same command
+again after a kill finishes the job (saying how much was done), with the same rows as an
+uninterrupted run (the same parts, read in the same batches). Rank 0 waits for every record, then
+writes the index.
 With `--mean-tokens` a first pass records each image's error at every length, every rank reads all
 of them and computes the same allocation (`budget.py`), and a second pass writes the tokens.
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,18 +31,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..criteria import EightBit, parse_criterion
 from ..errors import AlitError
 from ..files import atomic_write
 from ..scoring import l1_error, to_8bit
 from .budget import allocate, compare
+from .layout import Layout, layout, part_name
 from .readers import Chunk, Source, open_source, read_parts
+from .report import Notes, Progress, resuming, say, warn
 from .table import FORMAT, VERSION, TableSpec, ids_type, part_table
 from .writer import Writer, write_json, write_text
 
-STATE = ".alit-tokenize"   # the folder of run options and per-part records inside DIR
 POLL_SECONDS = 0.5         # how often rank 0 looks for the records of other ranks
 
 
@@ -66,34 +67,44 @@ def default_workers(world: int = 1) -> int:
     return max(1, min(4, cpus // world))
 
 
-def tokenize(tok, opts: Options, *, rank: int = 0, world: int = 1, log=print) -> dict | None:
-    """Write the parts of this rank; rank 0 also writes the index once all are done and returns it."""
+def tokenize(tok, opts: Options, *, rank: int = 0, world: int = 1, log=print, warn=warn) -> dict | None:
+    """Write the parts of this rank; rank 0 also writes the index once all are done and returns it.
+    `log` takes the line on a finished DIR, `warn` those about files and images (rank 0 the folder's,
+    each rank its own images'); the resuming line and the progress bar go to stderr."""
     start = time.time()
-    out = Path(opts.out)
-    source = open_source(opts.data, opts.part_size, opts.views)
-    state = out / STATE
-    _claim(out, _identity(tok, opts, source))
-    if rank == 0 and (out / "index.json").is_file():
-        log(f"{out}: already complete ({out / 'index.json'})")
-        return json.loads((out / "index.json").read_text())
-    done_before = set(_records(state, "part"))
+    source = open_source(opts.data, opts.part_size, opts.views)  # a missing reader fails before DIR is made
+    files = layout(opts.out)
+    state = files.state
+    _claim(files, _identity(tok, opts, source))
+    if rank == 0 and files.index.is_file():
+        log(f"{files.root}: already complete ({files.index})")
+        return json.loads(files.index.read_text())
+    done_before = _records(state, "part")
+    if rank == 0:
+        for line in source.warnings:
+            warn(line)
+        line = resuming(done_before, len(_records(state, "curves")), source.num_parts)
+        if line:
+            say(line)
     reading = _Reading(source, tok, opts, world)
     mine = [p for p in range(source.num_parts) if p % world == rank]
     allocation = None
     if opts.mode == "mean_tokens":
         allocation = _mean_tokens_pass(tok, reading, mine, opts, rank, world, state)
     todo = [p for p in mine if p not in _records(state, "part")]
-    with _Progress(source, todo, rank, world, opts.progress, "tokens") as bar:
-        _write_parts(tok, reading, todo, opts, allocation, out, bar)
+    notes = Notes(tok.config.image_size, warn)
+    with Progress(source, todo, rank, world, opts.progress, "tokens") as bar:
+        _write_parts(tok, reading, todo, opts, allocation, files, bar, notes)
+    notes.close()
     if rank != 0:
         return None
     records = _wait(state, "part", source.num_parts, opts.progress)
-    index = _index(tok, opts, source, records, world, time.time() - start, done_before)
+    index = _index(tok, opts, source, records, world, time.time() - start, set(done_before))
     if allocation is not None:
         index["mean_tokens_comparison"] = json.loads((state / "allocation.json").read_text())
     skipped = [s for p in sorted(records) for s in records[p]["skipped"]]
-    write_text(out / "skipped.jsonl", "".join(json.dumps(s) + "\n" for s in skipped))
-    write_json(out / "index.json", index)
+    write_text(files.skipped, "".join(json.dumps(s) + "\n" for s in skipped))
+    write_json(files.index, index)
     return index
 
 
@@ -106,9 +117,10 @@ def _identity(tok, opts: Options, source: Source) -> dict:
             "part_size": opts.part_size if source.kind == "folder" else None}
 
 
-def _claim(out: Path, identity: dict) -> None:
-    """Start or continue the job in `out`; AlitError if it holds another job or other files."""
-    path = out / STATE / "options.json"
+def _claim(files: Layout, identity: dict) -> None:
+    """Start or continue the job in `files.root`; AlitError if it holds another job or other files."""
+    out = files.root
+    path = files.state / "options.json"
     if path.is_file():
         try:
             theirs = json.loads(path.read_text())
@@ -124,12 +136,12 @@ def _claim(out: Path, identity: dict) -> None:
             raise AlitError(f"{out}: holds tokens made with {named}; use a new --out folder, or the "
                             f"same options to finish that run")
         return
-    # another rank may have made STATE already, and be writing options.json into it
-    if out.exists() and (not out.is_dir() or any(e.name != STATE for e in out.iterdir())):
+    # another rank may have made the state folder already, and be writing options.json into it
+    if out.exists() and (not out.is_dir() or any(e.name != files.state.name for e in out.iterdir())):
         raise AlitError(f"{out}: exists and is not an empty folder nor a token folder of `alit tokenize`; "
                         f"choose a new --out")
     try:
-        (out / STATE).mkdir(parents=True, exist_ok=True)
+        files.state.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise AlitError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
     write_json(path, identity)  # every rank writes the same text: whichever lands is right
@@ -163,11 +175,13 @@ class _Part:
     lengths: list[int] = field(default_factory=list)
     values: list[np.ndarray] = field(default_factory=list)  # per image: ids [L] or latents [L, d]
     skipped: list[dict] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)  # images enlarged or animated (readers.Chunk.notes)
     started: float = field(default_factory=time.time)
 
 
 # --- the tokens ------------------------------------------------------------------------------------------
-def _write_parts(tok, reading: _Reading, todo: list[int], opts: Options, allocation, out: Path, bar) -> None:
+def _write_parts(tok, reading: _Reading, todo: list[int], opts: Options, allocation, files: Layout, bar,
+                 notes: Notes) -> None:
     """Encode the parts in `todo`; a background thread writes each one's Parquet file and record."""
     criterion = _criterion(opts.value, tok) if opts.mode == "criterion" else None
     spec = TableSpec.of(tok)
@@ -179,13 +193,15 @@ def _write_parts(tok, reading: _Reading, todo: list[int], opts: Options, allocat
             if chunk.keys:
                 _encode_chunk(tok, chunk, part, opts, criterion, budgets)
             part.skipped += chunk.skipped
+            part.notes += chunk.notes
+            notes.add(chunk.notes)
             bar.update(len(chunk.keys) + len(chunk.skipped))
             if chunk.last:
                 del parts[chunk.part]
                 if budgets is not None and part.keys != budgets["keys"]:
                     raise _data_changed(chunk.part)
                 record = _part_record(part, spec)
-                writer.put(out / f"part-{part.part:06d}.parquet", _save_part, spec, part, record, out)
+                writer.put(files.part(part.part), _save_part, spec, part, record, files)
 
 
 def _encode_chunk(tok, chunk: Chunk, part: _Part, opts: Options, criterion, budgets) -> None:
@@ -219,19 +235,21 @@ def _part_record(part: _Part, spec: TableSpec) -> dict:
     hist: dict[str, int] = {}
     for L in part.lengths:
         hist[str(L)] = hist.get(str(L), 0) + 1
-    return {"part": part.part, "file": f"part-{part.part:06d}.parquet" if part.keys else None,
+    kinds = [n["kind"] for n in part.notes]
+    return {"part": part.part, "file": part_name(part.part) if part.keys else None,
             "rows": len(part.keys), "tokens": int(sum(part.lengths)), "histogram": hist,
-            "skipped": part.skipped, "seconds": time.time() - part.started, "codebook_size": spec.codebook_size}
+            "skipped": part.skipped, "enlarged": kinds.count("enlarged"), "animated": kinds.count("animated"),
+            "seconds": time.time() - part.started, "codebook_size": spec.codebook_size}
 
 
-def _save_part(spec: TableSpec, part: _Part, record: dict, out: Path) -> None:
+def _save_part(spec: TableSpec, part: _Part, record: dict, files: Layout) -> None:
     """The part's Parquet file, then its record (on the writer thread): a record means a whole file."""
     import pyarrow.parquet as pq
 
     if record["file"]:
         table = part_table(spec, part.keys, part.lengths, part.values)
-        atomic_write(out / record["file"], lambda tmp: pq.write_table(table, tmp))
-    write_json(out / STATE / f"part-{part.part:06d}.json", record)
+        atomic_write(files.root / record["file"], lambda tmp: pq.write_table(table, tmp))
+    write_json(files.state / f"part-{part.part:06d}.json", record)
 
 
 # --- --mean-tokens: errors at every length, then one allocation for all ----------------------------------
@@ -239,7 +257,7 @@ def _mean_tokens_pass(tok, reading: _Reading, mine: list[int], opts: Options, ra
                       state: Path) -> dict[int, dict]:
     """Record this rank's errors, wait for every rank's, and compute the allocation all ranks share."""
     todo = [p for p in mine if p not in _records(state, "curves")]
-    with _Progress(reading.source, todo, rank, world, opts.progress, "errors at every length") as bar:
+    with Progress(reading.source, todo, rank, world, opts.progress, "errors at every length") as bar:
         _write_curves(tok, reading, todo, opts, state, bar)
     curves = _wait(state, "curves", reading.source.num_parts, rank == 0 and opts.progress)
     allocation, comparison = _allocate(curves, tok.config.lengths, float(opts.value))
@@ -310,7 +328,7 @@ def _wait(state: Path, kind: str, parts: int, show: bool) -> dict[int, dict]:
         if len(records) >= parts:
             return records
         if show and not said:
-            print(f"waiting for the other processes ({parts - len(records)} part(s) to go)", file=sys.stderr)
+            say(f"waiting for the other processes ({parts - len(records)} part(s) to go)")
             said = True
         time.sleep(POLL_SECONDS)
 
@@ -345,6 +363,9 @@ def _index(tok, opts: Options, source: Source, records: dict, world: int, second
                                                   f"list of {config.latent_dim} float32 per token")},
         "parts": sorted(r["file"] for r in records.values() if r["file"]),
         "images_written": written, "images_skipped": sum(len(r["skipped"]) for r in records.values()),
+        # read, with a warning: smaller than the model's size, or animated (the first frame)
+        "images_enlarged": sum(r.get("enlarged", 0) for r in records.values()),
+        "images_animated": sum(r.get("animated", 0) for r in records.values()),
         "total_tokens": tokens, "mean_tokens": mean,
         "length_histogram": {L: hist[L] for L in sorted(hist, key=int)},
         "bits_per_token": bits,
@@ -353,26 +374,3 @@ def _index(tok, opts: Options, source: Source, records: dict, world: int, second
         "images_per_second": this_run / seconds if seconds > 0 else None,
         "resumed": bool(done_before),
     }
-
-
-class _Progress:
-    """A tqdm bar with images/s and ETA on rank 0 (its own share of the parts); nothing elsewhere."""
-
-    def __init__(self, source: Source, todo: list[int], rank: int, world: int, show: bool, what: str):
-        self.bar = None
-        if rank == 0 and show and todo:
-            sizes = [source.part_images(p) for p in todo]
-            total = None if None in sizes else sum(sizes)
-            desc = what if world == 1 else f"{what} (rank 0 of {world})"
-            self.bar = tqdm(total=total, unit="image", desc=desc, file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()

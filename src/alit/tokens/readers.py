@@ -3,7 +3,10 @@
 A part is the unit of work, of output and of resumption: a run of `part_size` files of a folder
 (in sorted order), or one shard. Parts are a function of the data alone, never of the number of
 processes, so a run resumed on another number of processes writes the same parts. Every image is
-prepared as `alit reconstruct` and the Python API prepare it (`alit.images.load_image`).
+prepared as `alit reconstruct` and the Python API prepare it (`alit.images.load_image`), and what
+`reconstruct` warns of is noted with it: an image smaller than the model's size (enlarged), an
+animation (its first frame read); files of a folder without an image suffix are named in
+`Source.warnings`. Shards need the optional `webdataset` package, asked for before anything is read.
 
 `read_parts` reads a list of parts as a training loop reads its data: DataLoader worker processes
 decode images ahead of the model, across parts, into pinned memory on CUDA. A batch of `alit
@@ -19,20 +22,23 @@ import itertools
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from ..data.shards import IMAGE_KEYS, expand, is_shards
 from ..errors import AlitError
-from ..images import ImageReadError, find_images, load_image
-from .views import view_key, view_loader
+from ..images import ImageReadError, find_images, fit, read_image
+from ..scoring import to_8bit
+from .views import view_key, view_of, view_seed
 
-# An item: its key and a function that reads it as the model sees it, [3, S, S] in [0, 1], or raises
-# ImageReadError with a one-line reason.
-Item = tuple[str, Callable[[], torch.Tensor]]
+# An item: its key and a function that reads it as the model sees it, [3, S, S] in [0, 1], with its
+# notes ((kind, detail): "enlarged" or "animated"), or raises ImageReadError with a one-line reason.
+Note = tuple[str, str]
+Item = tuple[str, Callable[[], tuple[torch.Tensor, list[Note]]]]
 
 
 @dataclass
@@ -45,6 +51,7 @@ class Source:
     _files: list[Path] | None = None
     _urls: list[str] | None = None
     part_size: int = 0
+    warnings: list[str] = field(default_factory=list)  # lines about files of the folder not read
     views: int = 0            # --views K: K random views of each image, keyed KEY#k (0: the image itself)
 
     def items(self, part: int, size: int, start: int = 0, stop: int | None = None) -> Iterator[Item]:
@@ -59,7 +66,7 @@ class Source:
                 if k is None:
                     yield key, _file_reader(path, size)
                 else:
-                    yield view_key(key, k), _file_reader(path, size, view_loader(key, k))
+                    yield view_key(key, k), _file_reader(path, size, view_seed(key, k))
         else:
             yield from itertools.islice(_shard_items(self._urls[part], size, self.views), start, stop)
 
@@ -78,6 +85,7 @@ def open_source(data: str, part_size: int, views: int = 0) -> Source:
     if views < 0:
         raise AlitError(f"--views must be 0 (the images themselves) or more, got {views}")
     if is_shards(data):
+        _need_webdataset()
         urls = expand(data)
         h = hashlib.sha256()
         for u in urls:
@@ -86,14 +94,26 @@ def open_source(data: str, part_size: int, views: int = 0) -> Source:
     root = Path(data)
     if not root.is_dir():
         raise AlitError(f"{data}: no such image folder or shard pattern")
-    files, problems = find_images([root])
+    not_images: list[str] = []
+    files, problems = find_images([root], skipped=not_images)
     if problems or not files:
         raise AlitError(problems[0] if problems else f"{data}: no image files")
     files = sorted(files, key=lambda p: p.relative_to(root).as_posix())
     h = hashlib.sha256("\n".join(p.relative_to(root).as_posix() for p in files).encode())
     parts = (len(files) + part_size - 1) // part_size
+    # reconstruct's line, less its advice to name a file directly, which DATA cannot do
+    warnings = [line.split("; name a file directly")[0] for line in not_images]
     return Source("folder", data, parts, h.hexdigest()[:16], len(files), _files=files, part_size=part_size,
-                  views=views)
+                  warnings=warnings, views=views)
+
+
+def _need_webdataset() -> None:
+    """A one-line AlitError, before anything is read or written, when the shard reader is missing."""
+    try:
+        import webdataset  # noqa: F401
+    except ImportError:
+        raise AlitError("WebDataset shards need the `webdataset` package, which is not installed: "
+                        "pip install webdataset (or pip install 'alit[train]')") from None
 
 
 # --- reading parts ahead of the model ----------------------------------------------------------------
@@ -112,6 +132,7 @@ class Chunk:
     keys: list[str]         # the images read, in order
     images: torch.Tensor    # [len(keys), 3, S, S] in [0, 1]
     skipped: list[dict]     # [{"key", "reason", "part"}]: the images that could not be read
+    notes: list[dict] = field(default_factory=list)  # [{"key", "kind", "detail"}]: enlarged, animated
 
     def pin_memory(self) -> "Chunk":
         """Called by DataLoader(pin_memory=True): page-locked images copy to the GPU asynchronously."""
@@ -205,29 +226,59 @@ def _batches(chunks: Iterator[Chunk], device: torch.device) -> Iterator[Chunk]:
                 yield chunk
             else:
                 yield Chunk(chunk.part, done[0].index, True, chunk.last, [k for c in done for k in c.keys],
-                            torch.cat([c.images for c in done]), [s for c in done for s in c.skipped])
+                            torch.cat([c.images for c in done]), [s for c in done for s in c.skipped],
+                            [n for c in done for n in c.notes])
 
 
 def _read_chunk(part: int, index: int, closes_batch: bool, last: bool, items: list[Item], size: int) -> Chunk:
-    keys, images, skipped = [], [], []
+    keys, images, skipped, notes = [], [], [], []
     for key, reader in items:
         try:
-            images.append(reader())
-            keys.append(key)
+            image, said = reader()
         except ImageReadError as e:
             skipped.append({"key": key, "reason": str(e), "part": part})
+            continue
+        images.append(image)
+        keys.append(key)
+        notes += [{"key": key, "kind": kind, "detail": detail} for kind, detail in said]
     batch = torch.stack(images) if images else torch.zeros(0, 3, size, size)  # [b, 3, S, S]
-    return Chunk(part, index, closes_batch, last, keys, batch, skipped)
+    return Chunk(part, index, closes_batch, last, keys, batch, skipped, notes)
 
 
 def _take(items: Iterator[Item], n: int) -> list[Item]:
     return list(itertools.islice(items, n))
 
 
-def _file_reader(path: Path, size: int, load=load_image) -> Callable[[], torch.Tensor]:
-    def read() -> torch.Tensor:
+def _prepare(path: str | Path, size: int, seed: int | None = None) -> tuple[torch.Tensor, list[Note]]:
+    """`alit.images.load_image(path, size)` (or, given a view's seed, that view: views.py), with what
+    a user hears of from `alit reconstruct`: ("enlarged", "WxH") for an image smaller than the
+    model's size, ("animated", "N frames")."""
+    raw = read_image(path, size)  # [3, H, W]
+    h, w = raw.shape[1:]
+    notes = [("enlarged", f"{w}x{h}")] if min(h, w) < size else []
+    frames = _frames(path)
+    if frames > 1:
+        notes.append(("animated", f"{frames} frames"))
+    return (to_8bit(fit(raw, size)) if seed is None else view_of(raw, size, seed)), notes
+
+
+def _frames(path: str | Path) -> int:
+    """Frames of an animation or pages of a multi-page file (1 for most images, and for a camera's
+    MPO JPEG, whose further pictures are previews of the first)."""
+    try:
+        with Image.open(path) as im:
+            if im.format == "MPO" or not getattr(im, "is_animated", False):
+                return 1
+            return int(im.n_frames)
+    except Exception:  # read_image has already read it; this is only a count
+        return 1
+
+
+def _file_reader(path: Path, size: int, seed: int | None = None
+                 ) -> Callable[[], tuple[torch.Tensor, list[Note]]]:
+    def read() -> tuple[torch.Tensor, list[Note]]:
         try:
-            return load(path, size)
+            return _prepare(path, size, seed)
         except ImageReadError as e:
             raise ImageReadError(_reason(str(e), str(path))) from None
     return read
@@ -255,20 +306,21 @@ def _shard_items(url: str, size: int, views: int = 0) -> Iterator[Item]:
             if member is None:
                 yield name, _failing("no image member (looked for ." + ", .".join(IMAGE_KEYS) + ")")
             else:
-                load = load_image if k is None else view_loader(key, k)
-                yield name, _bytes_reader(sample[member], member, size, load)
+                seed = None if k is None else view_seed(key, k)
+                yield name, _bytes_reader(sample[member], member, size, seed)
     for message in errors:
         yield f"{Path(url).name}:?", _failing(f"unreadable shard ({message})")
 
 
-def _bytes_reader(data: bytes, suffix: str, size: int, load=load_image) -> Callable[[], torch.Tensor]:
-    def read() -> torch.Tensor:
+def _bytes_reader(data: bytes, suffix: str, size: int, seed: int | None = None
+                  ) -> Callable[[], tuple[torch.Tensor, list[Note]]]:
+    def read() -> tuple[torch.Tensor, list[Note]]:
         # through a file, so that a shard's image is read exactly as the same file in a folder is
         fd, name = tempfile.mkstemp(suffix=f".{suffix}", prefix="alit-tokenize-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            return load(name, size)
+            return _prepare(name, size, seed)
         except ImageReadError as e:
             raise ImageReadError(_reason(str(e), name)) from None
         finally:
@@ -276,8 +328,8 @@ def _bytes_reader(data: bytes, suffix: str, size: int, load=load_image) -> Calla
     return read
 
 
-def _failing(reason: str) -> Callable[[], torch.Tensor]:
-    def read() -> torch.Tensor:
+def _failing(reason: str) -> Callable[[], tuple[torch.Tensor, list[Note]]]:
+    def read() -> tuple[torch.Tensor, list[Note]]:
         raise ImageReadError(reason)
     return read
 

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from ..images import fit, read_image
+from ..images import fit
 from ..scoring import to_8bit
 
 SCALE = (0.8, 1.0)  # the crop's area, of the largest square's (the recipes' crop_scale default)
@@ -55,11 +53,3 @@ def view_of(image: torch.Tensor, size: int, seed: int) -> torch.Tensor:
         out = out.flip(-1)
     return to_8bit(out)
 
-
-def view_loader(key: str, k: int) -> Callable[[str | Path, int], torch.Tensor]:
-    """load(path, size) -> view k of the image at path (whose key is `key`), as `load_image` reads it."""
-    seed = view_seed(key, k)
-
-    def load(path: str | Path, size: int) -> torch.Tensor:
-        return view_of(read_image(path, size), size, seed)
-    return load

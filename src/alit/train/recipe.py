@@ -41,7 +41,7 @@ class GanRecipe:
 class Recipe:
     """What every stage shares."""
 
-    stage: str = "distill"              # the stage's name: each recipe class sets its own (stages.py)
+    stage: str = ""                     # the stage's name: each recipe class sets its own (stages.py)
     model: str = "tiny"                 # preset name, e.g. "small-vqgan-quantized" (alit.preset)
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields on top of the preset
     # data

@@ -1,5 +1,6 @@
-"""Debian packages: installed with apt-get when allowed (root, network to the mirror), or downloaded
-as a .deb (no root) and the wanted files streamed out of it, never installed."""
+"""Debian packages: downloaded as a .deb (no root, nothing installed) and the wanted files streamed
+out of it, or, only when the user allowed it (`alit data photos --yes`), installed system-wide with
+apt-get (root, network to the mirror)."""
 from __future__ import annotations
 
 import os
@@ -13,14 +14,18 @@ from ...files import atomic_write
 
 
 class Debian:
-    """apt-get, run only when allowed; each method returns '' or why the package could not be had."""
+    """apt-get, run only when allowed; each method returns '' or why the package could not be had.
+    install: `apt-get download` (into a folder of ours; the system is left as it is). system: also
+    `apt-get install` (system-wide, as root)."""
 
-    def __init__(self, install: bool, log: Callable[[str], None]):
-        self.install, self.log, self._updated = install, log, False
+    def __init__(self, install: bool, log: Callable[[str], None], system: bool = False):
+        self.install, self.system, self.log, self._updated = install, system, log, False
 
     def why_not(self) -> str:
         if not self.install:
             return "--no-install given"
+        if not self.system:
+            return "installing it is system-wide: rerun with --yes (as root) to let alit do it"
         if shutil.which("apt-get") is None:
             return "no apt-get on this machine"
         if os.geteuid() != 0:
@@ -28,19 +33,21 @@ class Debian:
         return ""
 
     def _apt(self, args: list[str], cwd: Path | None = None) -> str:
-        """Run apt-get; on failure update the package lists once and retry. '' or the error."""
+        """Run apt-get; on failure update the package lists (system-wide: only when allowed) once and
+        retry. '' or the error."""
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for attempt in range(2):
             run = subprocess.run(["apt-get", *args], cwd=cwd, env=env, capture_output=True, text=True)
             if run.returncode == 0:
                 return ""
-            if attempt or self._updated:
+            if attempt or self._updated or not self.system:
                 break
-            self.log("apt-get update")
+            self.log("apt-get update (system-wide, as --yes allows)")
             self._updated = True
             subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True)
         lines = [l for l in (run.stderr + run.stdout).splitlines() if l.startswith("E:")]
-        return (lines[-1] if lines else f"apt-get {args[0]} exited with {run.returncode}").strip()
+        error = (lines[-1] if lines else f"apt-get {args[0]} exited with {run.returncode}").strip()
+        return error if self.system else f"{error} (with --yes, as root, alit updates the package lists and retries)"
 
     def ensure(self, package: str, present: Callable[[], bool]) -> str:
         """Install `package` unless present(); '' when it is there now, else why not."""
@@ -48,8 +55,8 @@ class Debian:
             return ""
         why = self.why_not()
         if why:
-            return f"{package} is not installed ({why}): sudo apt-get install -y {package}"
-        self.log(f"apt-get install -y --no-install-recommends {package}")
+            return f"{package} is not installed ({why}), or: sudo apt-get install -y --no-install-recommends {package}"
+        self.log(f"apt-get install -y --no-install-recommends {package} (system-wide, as --yes allows)")
         error = self._apt(["install", "-y", "--no-install-recommends", package])
         if error or not present():
             return f"apt-get install {package} failed: {error or 'its files did not appear'}"

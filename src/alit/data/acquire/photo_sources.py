@@ -170,9 +170,9 @@ def default_cache() -> Path:
     return Path(base) / "alit" / "photos"
 
 
-def sources_of(tiers: tuple[int, ...], install: bool, cache: Path,
-             log: Callable[[str], None]) -> list[tuple[str, int, Callable[[], tuple[list[Photo], str]]]]:
-    debian = Debian(install, log)
+def sources_of(tiers: tuple[int, ...], install: bool, cache: Path, log: Callable[[str], None],
+               system: bool = False) -> list[tuple[str, int, Callable[[], tuple[list[Photo], str]]]]:
+    debian = Debian(install, log, system)
     table = [
         ("skimage", 0, _wheel_source("skimage", "scikit-image", "data", SKIMAGE_PHOTOS, "skimage", PIP_HINT)),
         ("sklearn", 0, _wheel_source("sklearn", "scikit-learn", "datasets/images", ("china.jpg", "flower.jpg"),

@@ -6,7 +6,8 @@ Two tiers (licences: each package's copyright file; the held-out photos' in asse
   tier 1  photos inside Debian packages: gcompris-qt-data (Qt .rcc archives, read by `rcc.read_rcc`),
           opencv-doc and plasma-workspace-wallpapers (downloaded, never installed, their photos
           cached), mate-backgrounds (289).
-          Installed with apt-get when allowed (root, network to the Debian mirror).
+          gcompris-qt-data and mate-backgrounds are installed with apt-get only when the user allows
+          it (`system`, `alit data photos --yes`: system-wide, root, network to the Debian mirror).
 
 Every output file is an RGB JPEG or PNG named `<source>-<original name>`: JPEGs and RGB PNGs are
 copied byte for byte; WebP (gcompris) and PNGs with alpha are decoded and saved as RGB PNG, which
@@ -197,12 +198,13 @@ def _checked_tiers(tiers: Iterable[int]) -> tuple[int, ...]:
     return tiers
 
 
-def _collect(tiers: Iterable[int], install: bool, cache: str | Path | None, log: Callable[[str], None] | None
-             ) -> list[tuple[SourceResult, list[tuple[str, Callable[[], bytes]]]]]:
+def _collect(tiers: Iterable[int], install: bool, cache: str | Path | None, log: Callable[[str], None] | None,
+             system: bool = False) -> list[tuple[SourceResult, list[tuple[str, Callable[[], bytes]]]]]:
     """Per source: its result so far and its photos as (output name, bytes to write)."""
     cache = Path(cache) if cache is not None else default_cache()
     found = []
-    for source, tier, collect in sources_of(_checked_tiers(tiers), install, cache, log or (lambda line: None)):
+    for source, tier, collect in sources_of(_checked_tiers(tiers), install, cache, log or (lambda line: None),
+                                            system):
         photos, missing = collect()
         encoded = [_encoded(p) for p in photos]
         if len({name for name, _ in encoded}) != len(encoded):
@@ -219,18 +221,22 @@ def photo_names(tiers: Iterable[int] = (0, 1), install: bool = False, cache: str
 
 def assemble(out: str | Path, tiers: Iterable[int] = (0, 1), install: bool = True,
              cache: str | Path | None = None, heldout: frozenset[str] | None = None,
-             log: Callable[[str], None] | None = None) -> PhotosSummary:
+             log: Callable[[str], None] | None = None, system: bool = False) -> PhotosSummary:
     """Assemble the photos of `tiers` into out/train and out/heldout; idempotent.
 
-    install: allow apt-get to install (root) or download the tier-1 Debian packages; without it
-        only what is already on disk (or in `cache`) is used.
+    install: allow `apt-get download` of the tier-1 Debian packages read from their .deb (no root,
+        nothing installed, their photos kept in `cache`); without it only what is already on disk
+        (or in `cache`) is used.
+    system: also allow `apt-get install` (root, system-wide) of the packages read where they are
+        installed (gcompris-qt-data, mate-backgrounds); without it a missing one is reported with
+        its install line.
     cache: where downloaded packages' photos are kept (default `default_cache()`).
     heldout: the held-out names (default: the committed list).
     log: called with a line before each slow step (apt-get); silent by default.
     """
     out = Path(out)
     heldout = heldout_names() if heldout is None else heldout
-    found = _collect(tiers, install, cache, log)
+    found = _collect(tiers, install, cache, log, system)
     for split in SPLITS:
         (out / split).mkdir(parents=True, exist_ok=True)
     summary = PhotosSummary(out)
