@@ -20,7 +20,7 @@ import time
 import torch
 
 from alit.config import ModelConfig
-from alit.generator import Generator, generator_config
+from alit.generator import Generator, generator_config, load_generator
 from alit.weights import DEFAULT_MODEL, read_meta
 
 
@@ -35,10 +35,14 @@ def seconds_per_sample(gen: Generator, L: int, batch: int, use_cache: bool, repe
 
 
 def measure(preset: str, batch: int, repeats: int, device: str) -> dict:
-    tok = ModelConfig.from_dict(read_meta(DEFAULT_MODEL)["config"])
-    torch.manual_seed(0)
-    config = generator_config(preset, vocab_size=tok.codebook_size, lengths=tok.lengths, tokenizer="benchmark")
-    gen = Generator(config).to(device).eval()
+    if preset == "default":  # the bundled generator, trained
+        gen = load_generator("default").to(device)
+    else:
+        tok = ModelConfig.from_dict(read_meta(DEFAULT_MODEL)["config"])
+        torch.manual_seed(0)
+        config = generator_config(preset, vocab_size=tok.codebook_size, lengths=tok.lengths, tokenizer="benchmark")
+        gen = Generator(config).to(device).eval()
+    config = gen.config
     short, long = config.lengths[0], config.lengths[-1]
     t = {(L, cache): seconds_per_sample(gen, L, batch, cache, repeats if cache else 1)
          for L in (short, long) for cache in (True, False)}
@@ -61,7 +65,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--presets", default="tiny,small", help="comma-separated generator presets (default tiny,small)")
+    p.add_argument("--presets", default="tiny,small", help="comma-separated generator presets, or default (the bundled generator; default tiny,small)")
     p.add_argument("--batch-sizes", default="16,4", help="one batch size per preset (default 16,4)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs with the cache (median; default 3)")
     p.add_argument("--device", default="cpu")

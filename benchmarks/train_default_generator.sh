@@ -3,14 +3,14 @@
 #
 #   benchmarks/train_default_generator.sh [WORK_DIR]        # default WORK_DIR: runs/generator-default
 #
-# Under 60 minutes on 2 cores:
+# About 40 minutes on a loaded 2-core CPU (measured: 15 + 21 + 2):
 # 1. `alit data photos` (273 training photos), unless PHOTOS (default WORK_DIR/photos) has them
 # 2. `alit tokenize --views 4`: the bundled tokenizer's tokens of 4 seeded random views of each
-#    training photo (1092 sequences, about 10 min), and of the 48 demo photos (held out: neither the
-#    tokenizer nor the generator trained on them)
-# 3. `alit train generator --config default`: 30 minutes of training (the recipe's max_time)
+#    training photo (1092 sequences, 15 min), and of the 48 demo photos (held out: neither the
+#    tokenizer nor the generator trained on them; 6 s)
+# 3. `alit train generator --config default`: 600 steps (21 min; at most 30, the recipe's max_time)
 # 4. `alit eval generator`: held-out bits per token, 256 samples under auto, memorisation, FD (null
-#    offline without the Inception weights), samples at every length: WORK_DIR/eval/index.html
+#    offline without the Inception weights), samples at every length: WORK_DIR/eval/index.html (2 min)
 # 5. the generator (EMA weights) written to EXPORT (default WORK_DIR/generator; the bundled one is
 #    EXPORT=src/alit/assets/generator-default)
 #

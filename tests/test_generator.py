@@ -269,3 +269,18 @@ def test_lr_schedule():
     o = TrainOptions(steps=100, lr=1e-3, min_lr=1e-4, warmup_steps=10)
     assert lr_at(0, o) == pytest.approx(1e-4) and lr_at(9, o) == pytest.approx(1e-3)
     assert lr_at(99, o) == pytest.approx(1e-4) and lr_at(10, o) > lr_at(50, o) > lr_at(99, o)
+
+
+def test_the_bundled_default_generator(tmp_path, capsys):
+    """`alit.load_generator("default")`, and `alit generate` without --generator: the shipped generator
+    of the bundled tokenizer's tokens (benchmarks/train_default_generator.sh), within 10 MB."""
+    from alit.generator.generator import default_generator_dir
+
+    assert sum(f.stat().st_size for f in default_generator_dir().iterdir()) <= 10 * 2 ** 20
+    gen = alit.load_generator("default")
+    gen.check_tokenizer(alit.load("default"))
+    assert gen.tokenizer_checkpoint == "default" and gen.config.classes == ()
+    assert main(["generate", "--num", "2", "--out", str(tmp_path), "--seed", "0", "--batch-size", "2"]) == 0
+    records = json.loads((tmp_path / "samples.json").read_text())
+    assert [Image.open(tmp_path / r["file"]).size for r in records] == [(64, 64)] * 2
+    assert [r["num_tokens"] for r in records] == gen.sample(2, seed=0).lengths.tolist()

@@ -27,14 +27,13 @@ from alit.generator.loss import sequence_loss
 from alit.train import checkpoint
 from alit.train.generator import GeneratorStage
 from alit.weights import save
+from test_train_dist import ENV, TORCHRUN, weights_at  # the launcher and checkpoints of the other stages' runs
 
 PHOTOS = Path(alit.__file__).parent / "assets" / "demo_photos"
 # constant lr: a run stopped early at step k has exactly the first k steps of a longer run
 COMMON = ["batch_size=8", "warmup=0", "lr=3.0e-3", "min_lr=3.0e-3", "checkpoint_every=2", "keep_checkpoints=10",
           "classes=true", "class_dropout=0.3"]  # no dropout: its masks depend on how a batch is split
 STEPS = 6
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-ENV = dict(os.environ, OMP_NUM_THREADS="1")  # the same threads in every run: comparable float sums
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +65,6 @@ def launch(*args, **kwargs):
     done = subprocess.run(command(*args, **kwargs), capture_output=True, text=True, env=ENV, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
-
-
-def weights_at(run: Path, step: int):
-    ckpt = checkpoint.step_dir(run, step)
-    return checkpoint.load_state(ckpt)["model"], load_file(str(ckpt / "model.safetensors"))
 
 
 def losses(run: Path) -> list[float]:

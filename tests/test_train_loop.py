@@ -287,6 +287,7 @@ def test_steps_in_time_fits_the_schedule_to_the_measured_pace():
     assert steps_in_time(100.0, 10.0, 0, 19, 10_000, 10_000) == 10_000  # before the first fit: unchanged
     assert steps_in_time(100.0, 11.0, 0, 21, 200, 10_000) == 190  # every step after: slower, shorter
     assert steps_in_time(100.0, 10.0, 0, 20, 150, 150) == 150  # never longer than max_steps
+    assert steps_in_time(100.0, 10.0, 0, 150, 150, 150) == 150  # ...not even by one step at a time
     assert steps_in_time(100.0, 20.0, 0, 200, 230, 10_000) == 1000  # faster than at first: longer again
     assert steps_in_time(100.0, 99.0, 0, 20, 10_000, 10_000) == 21  # too slow: still one more step
     assert steps_in_time(100.0, 100.0, 0, 7, 10_000, 10_000) == 7  # spent: this step is the last

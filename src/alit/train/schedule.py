@@ -50,4 +50,4 @@ def steps_in_time(max_time: float, elapsed: float, start: int, step: int, max_st
     if done < FIT_AFTER:
         return max_steps
     fits = start + int(max_time / (elapsed / done))
-    return max(step + 1, min(cap, fits))
+    return min(cap, max(step + 1, fits))  # at the cap the run ends, even with time to spare
