@@ -79,3 +79,16 @@ def load_script(name: str):
     spec.loader.exec_module(module)
     return module
 
+
+def held(cmd: list[str], hold: str) -> list[str]:
+    """`python -m alit ...` run as `python -c HOLD ...`: the same command, whose child waits where HOLD
+    says, so the parent's signal comes at one step on any machine, however loaded."""
+    assert cmd[1:3] == ["-m", "alit"], cmd
+    return [cmd[0], "-c", hold + "from alit.cli import main\nsys.exit(main(sys.argv[1:]))\n", *cmd[3:]]
+
+
+# the child waits (until killed) once its first checkpoint is written
+AFTER_FIRST_CHECKPOINT = (
+    "import sys, time\nimport alit.train.loop as loop\nsave = loop.save\n"
+    "def save_then_wait(run, step):\n    save(run, step)\n    while True:\n        time.sleep(1)\n"
+    "loop.save = save_then_wait\n")

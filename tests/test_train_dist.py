@@ -19,6 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from alit.train import checkpoint
+from conftest import AFTER_FIRST_CHECKPOINT, held
 
 MODEL = ("model_overrides={image_size: 16, num_iters: 4, encoder_width: 64, decoder_width: 64, encoder_heads: 2, "
          "decoder_heads: 2, encoder_depth: 1, decoder_depth: 1, base: {latent_channels: 16}}")
@@ -147,18 +148,6 @@ def part(weights: dict, keys) -> dict:
     return {k: weights[k] for k in keys}
 
 
-def held(cmd: list[str], hold: str) -> list[str]:
-    """`python -m alit ...` run as `python -c HOLD ...`: the same command, whose child waits where HOLD
-    says, so the parent's signal comes at one step on any machine, however loaded."""
-    assert cmd[1:3] == ["-m", "alit"], cmd
-    return [cmd[0], "-c", hold + "from alit.cli import main\nsys.exit(main(sys.argv[1:]))\n", *cmd[3:]]
-
-
-# the child waits (until killed) once its first checkpoint is written
-AFTER_FIRST_CHECKPOINT = (
-    "import sys, time\nimport alit.train.loop as loop\nsave = loop.save\n"
-    "def save_then_wait(run, step):\n    save(run, step)\n    while True:\n        time.sleep(1)\n"
-    "loop.save = save_then_wait\n")
 # the child waits after logging step 3 until a stop signal has come
 AT_STEP_3 = (
     "import sys, time\nimport alit.train.interrupt as interrupt, alit.train.monitor as monitor\n"
