@@ -92,3 +92,53 @@ AFTER_FIRST_CHECKPOINT = (
     "import sys, time\nimport alit.train.loop as loop\nsave = loop.save\n"
     "def save_then_wait(run, step):\n    save(run, step)\n    while True:\n        time.sleep(1)\n"
     "loop.save = save_then_wait\n")
+
+
+def kill_at_first_checkpoint(cmd: list[str], run: Path, env: dict) -> int:
+    """Run `cmd` (a `python -m alit train ...`) held after its first checkpoint, SIGKILL it there,
+    and return the step of that checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from alit.train import checkpoint
+
+    proc = subprocess.Popen(held(cmd, AFTER_FIRST_CHECKPOINT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env)
+    deadline = time.time() + 900  # only a guard against a hang: the verdict does not depend on speed
+    try:
+        while not checkpoint.checkpoints(run):  # poll until a checkpoint is complete
+            assert proc.poll() is None, f"the run ended before a checkpoint: {proc.stderr.read().decode()}"
+            assert time.time() < deadline, "no checkpoint within 900 s"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    return checkpoint.checkpoints(run)[-1][0]
+
+
+DEMO_PHOTOS = sorted((REPO / "src" / "alit" / "assets" / "demo_photos").glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A saved random-weight `tiny` tokenizer (seed 0), a folder for `--checkpoint`, one per session."""
+    import alit
+    from alit.weights import save
+
+    torch.manual_seed(0)
+    tok = alit.build("tiny")
+    return save(tok.state_dict(), tok.config, tmp_path_factory.mktemp("model"))
+
+
+def class_folders(root: Path, n: int = 12) -> Path:
+    """The first n demo photos, alternately in the class folders root/a and root/b."""
+    import shutil
+
+    for i, p in enumerate(DEMO_PHOTOS[:n]):
+        (root / "ab"[i % 2]).mkdir(exist_ok=True)
+        shutil.copy(p, root / "ab"[i % 2] / p.name)
+    return root

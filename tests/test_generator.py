@@ -6,7 +6,6 @@ decode to images, `alit generate` and `alit eval generator` as a user runs them.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,9 @@ from alit.generator.loss import sequence_loss, sequence_nll
 from alit.generator.model import KVCache
 from alit.generator.sample import Samples
 from alit.generator.train import lr_at
-from alit.weights import save
 
-PHOTOS = Path(alit.__file__).parent / "assets" / "demo_photos"
+from conftest import class_folders
+
 FAST = TrainOptions(steps=60, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, seed=0)
 
 
@@ -38,13 +37,6 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = alit.build("tiny")
-    return save(tok.state_dict(), tok.config, tmp_path_factory.mktemp("tokenizer"))
-
-
-@pytest.fixture(scope="module")
 def tok(model_dir):
     return alit.load(model_dir)
 
@@ -52,11 +44,7 @@ def tok(model_dir):
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """12 real photos, alternately in the class folders a/ and b/."""
-    root = tmp_path_factory.mktemp("photos")
-    for i, p in enumerate(sorted(PHOTOS.glob("*.jpg"))[:12]):
-        (root / "ab"[i % 2]).mkdir(exist_ok=True)
-        shutil.copy(p, root / "ab"[i % 2] / p.name)
-    return root
+    return class_folders(tmp_path_factory.mktemp("photos"))
 
 
 def tokenize(photos, model_dir, out, *how) -> Path:

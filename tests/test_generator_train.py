@@ -6,12 +6,8 @@ run killed with SIGKILL after a checkpoint resumes to the weights of an uninterr
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,11 +22,9 @@ from alit.generator import GeneratorData
 from alit.generator.loss import sequence_loss
 from alit.train import checkpoint
 from alit.train.generator import GeneratorStage
-from alit.weights import save
-from conftest import AFTER_FIRST_CHECKPOINT, held
+from conftest import class_folders, kill_at_first_checkpoint
 from test_train_dist import ENV, TORCHRUN, weights_at  # the launcher and checkpoints of the other stages' runs
 
-PHOTOS = Path(alit.__file__).parent / "assets" / "demo_photos"
 # constant lr: a run stopped early at step k has exactly the first k steps of a longer run
 COMMON = ["batch_size=8", "warmup=0", "lr=3.0e-3", "min_lr=3.0e-3", "checkpoint_every=2", "keep_checkpoints=10",
           "classes=true", "class_dropout=0.3"]  # no dropout: its masks depend on how a batch is split
@@ -38,17 +32,11 @@ STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def tokens(tmp_path_factory):
+def tokens(model_dir, tmp_path_factory):
     """24 sequences (12 photos x 2 views, alternately in class folders a/ and b/) of lengths 8 and 64."""
-    root = tmp_path_factory.mktemp("photos")
-    for i, p in enumerate(sorted(PHOTOS.glob("*.jpg"))[:12]):
-        (root / "ab"[i % 2]).mkdir(exist_ok=True)
-        shutil.copy(p, root / "ab"[i % 2] / p.name)
-    torch.manual_seed(0)
-    tok = alit.build("tiny")
-    model = save(tok.state_dict(), tok.config, tmp_path_factory.mktemp("tokenizer"))
+    root = class_folders(tmp_path_factory.mktemp("photos"))
     out = tmp_path_factory.mktemp("tokens") / "t"
-    assert main(["tokenize", str(root), "--out", str(out), "--checkpoint", str(model), "--no-progress",
+    assert main(["tokenize", str(root), "--out", str(out), "--checkpoint", str(model_dir), "--no-progress",
                  "--workers", "0", "--views", "2", "--criterion", "l1:0.25"]) == 0
     return out
 
@@ -140,20 +128,7 @@ def test_two_processes_match_one(tokens, reference, tmp_path):
 
 def test_sigkill_then_resume_equals_uninterrupted(tokens, reference, tmp_path):
     run = tmp_path / "killed"
-    proc = subprocess.Popen(held(command(tokens, run, STEPS), AFTER_FIRST_CHECKPOINT), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=ENV)
-    deadline = time.time() + 900  # only a guard against a hang: the verdict does not depend on speed
-    try:
-        while not checkpoint.checkpoints(run):  # poll until a checkpoint is complete
-            assert proc.poll() is None, f"the run ended before a checkpoint: {proc.stderr.read().decode()}"
-            assert time.time() < deadline, "no checkpoint within 900 s"
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = checkpoint.checkpoints(run)[-1][0]
+    killed_at = kill_at_first_checkpoint(command(tokens, run, STEPS), run, ENV)
     assert killed_at == 2 < STEPS  # the first checkpoint (checkpoint_every=2), where the child waited
     launch(tokens, run, STEPS, resume=True)
     assert f"resuming at step {killed_at + 1}" in (run / "train.log").read_text()

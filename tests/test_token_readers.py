@@ -14,23 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import alit
 from alit.cli import main
 from alit.images import load_image
-from alit.weights import save
 
 PHOTOS = sorted((Path(alit.__file__).parent / "assets" / "demo_photos").glob("*.jpg"))[:4]
 WORKERS0 = ["--workers", "0", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = alit.build("tiny")
-    return save(tok.state_dict(), tok.config, tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -31,12 +31,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    return save(alit.build("tiny").state_dict(), alit.build("tiny").config, tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
 def tok(model_dir):
     return alit.load(model_dir)
 

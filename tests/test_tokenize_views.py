@@ -16,17 +16,9 @@ from alit.cli import main
 from alit.criteria import EightBit, L1Below
 from alit.images import load_image, read_image
 from alit.tokens.views import SCALE, square_box, view_key, view_of, view_seed
-from alit.weights import save
 
 PHOTOS = Path(alit.__file__).parent / "assets" / "demo_photos"
 VIEWS = 3
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = alit.build("tiny")
-    return save(tok.state_dict(), tok.config, tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from alit.train import checkpoint
-from conftest import AFTER_FIRST_CHECKPOINT, held
+from conftest import held, kill_at_first_checkpoint
 
 MODEL = ("model_overrides={image_size: 16, num_iters: 4, encoder_width: 64, decoder_width: 64, encoder_heads: 2, "
          "decoder_heads: 2, encoder_depth: 1, decoder_depth: 1, base: {latent_channels: 16}}")
@@ -160,20 +160,7 @@ AT_STEP_3 = (
 
 def test_sigkill_then_resume_equals_uninterrupted(photos, reference, tmp_path):
     run = tmp_path / "killed"
-    proc = subprocess.Popen(held(command(photos, run, STEPS), AFTER_FIRST_CHECKPOINT), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=ENV)
-    deadline = time.time() + 900  # only a guard against a hang: the verdict does not depend on speed
-    try:
-        while not checkpoint.checkpoints(run):  # poll until a checkpoint is complete
-            assert proc.poll() is None, f"the run ended before a checkpoint: {proc.stderr.read().decode()}"
-            assert time.time() < deadline, "no checkpoint within 900 s"
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = checkpoint.checkpoints(run)[-1][0]
+    killed_at = kill_at_first_checkpoint(command(photos, run, STEPS), run, ENV)
     assert killed_at == 2 < STEPS  # the first checkpoint (checkpoint_every=2), where the child waited
     launch(photos, run, STEPS, resume=True)
     assert steps_logged(run) == list(range(1, STEPS + 1))  # each step logged once, after the resume too

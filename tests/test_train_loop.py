@@ -9,7 +9,6 @@ import math
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
