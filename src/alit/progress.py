@@ -12,10 +12,11 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 
-def progress_bar(total: int | None, desc: str, enabled: bool = True, unit: str = "image") -> tqdm:
+def progress_bar(total: int | None, desc: str | None, enabled: bool = True, unit: str = "image", **options) -> tqdm:
     """A bar of `total` units on stderr, to `update(n)` (use it as a context manager). Off unless
-    `enabled` and stderr is a terminal (tqdm's disable=None); off, every call on it does nothing."""
-    return tqdm(total=total, desc=desc, unit=unit, **_on_stderr(enabled))
+    `enabled` and stderr is a terminal (tqdm's disable=None); off, every call on it does nothing.
+    `options`: more of tqdm's (initial=, smoothing=)."""
+    return tqdm(total=total, desc=desc, unit=unit, **_on_stderr(enabled), **options)
 
 
 def tracked(items: Iterable[T], total: int | None, desc: str, enabled: bool = True, unit: str = "image"

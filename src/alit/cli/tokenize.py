@@ -6,14 +6,13 @@ import json
 import sys
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
-
 from .. import dist
 from ..criteria import parse_criterion
 from ..errors import AlitError
 from ..eval.inputs import load_model
 from ..files import atomic_write
 from ..images import save_png
+from ..progress import progress_bar
 from ..tokens import TokenDataset
 from ..tokens.job import Options, tokenize
 from ..tokens.layout import layout
@@ -109,8 +108,7 @@ def run_decode(args) -> int:
     out = Path(args.out)
     names = output_names(ds.keys)  # of every key: a key's file is the same whichever --keys are asked for
     decoded = {ds.keys[i]: names[ds.keys[i]] for i in rows}
-    with tqdm(total=len(rows), unit="image", desc="decode", file=sys.stderr,
-              disable=True if args.no_progress else None) as bar:  # None: quiet unless stderr is a terminal
+    with progress_bar(len(rows), "decode", enabled=not args.no_progress) as bar:
         for start in range(0, len(rows), args.batch_size):
             batch = rows[start:start + args.batch_size]
             images = tok.decode(ds.encoding(batch, tok))  # [b, 3, S, S] in [0, 1]

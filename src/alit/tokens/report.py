@@ -3,18 +3,10 @@
 name, then a count), and, on a rerun, how much an earlier run had already written."""
 from __future__ import annotations
 
-import sys
-
-from tqdm import tqdm
-
+from ..progress import progress_bar, say
 from .readers import Source
 
 NAMED = 3  # images named per kind of warning; beyond, the closing count
-
-
-def say(line: str) -> None:
-    """A line on stderr that leaves a progress bar whole."""
-    tqdm.write(line, file=sys.stderr)
 
 
 def warn(line: str) -> None:
@@ -31,7 +23,7 @@ class Progress:
             sizes = [source.part_images(p) for p in todo]
             total = None if None in sizes else sum(sizes)
             desc = what if world == 1 else f"{what} (rank 0 of {world})"
-            self.bar = tqdm(total=total, unit="image", desc=desc, file=sys.stderr, dynamic_ncols=True, disable=None)
+            self.bar = progress_bar(total, desc)
 
     def update(self, n: int) -> None:
         if self.bar is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..files import atomic_write
+from ..progress import progress_bar
 
 
 class Monitor:
@@ -40,10 +41,7 @@ class Monitor:
                 # purge_step drops events a killed run wrote after its last checkpoint
                 self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=first_step)
         if progress:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total_steps, initial=first_step - 1, unit="step", dynamic_ncols=True,
-                             file=sys.stderr, disable=None, smoothing=0.1)
+            self._bar = progress_bar(total_steps, None, unit="step", initial=first_step - 1, smoothing=0.1)
 
     @property
     def elapsed(self) -> float:
