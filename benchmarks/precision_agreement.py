@@ -3,6 +3,7 @@ photos with the bundled model (or --checkpoint), and the cost of encoding by the
 
     python benchmarks/precision_agreement.py                        # bf16, fp16 against fp32, CPU
     python benchmarks/precision_agreement.py --precisions bf16 --fp32 factorize pixels --no-timing
+    python benchmarks/precision_agreement.py --precisions bf16 --no-timing --floor   # fp32 against itself
 
 For each precision: the share of photos whose length under the model's rule equals fp32's, the
 share of equal ids at the longest length, and the mean L1 (8-bit reconstruction, as `alit demo`
@@ -24,6 +25,8 @@ import torch
 import alit
 from alit.eval.inputs import batches, protocol
 from alit.images import find_images
+from alit.model import layers
+from alit.model.layers import MLP, Attention
 
 try:
     from alit.demo import PHOTOS
@@ -100,7 +103,29 @@ PARTS = {
     "pixels": lambda tok: setattr(tok, "codes_to_images", in_float32(tok.codes_to_images)),
     "decoder": lambda tok: setattr(tok.decoder, "forward", in_float32(tok.decoder.forward)),
     "patches": lambda tok: setattr(tok.encoder, "image_tokens", in_float32(tok.encoder.image_tokens)),
+    "attention": lambda tok: _each(tok.encoder, Attention, "forward"),
+    "mlp": lambda tok: _each(tok.encoder, MLP, "forward"),
+    "sdpa": lambda tok: setattr(layers.F, "scaled_dot_product_attention",
+                                in_float32(torch.nn.functional.scaled_dot_product_attention)),
 }
+
+
+def _each(module: torch.nn.Module, kind: type, attr: str) -> None:
+    """Every `kind` submodule's `attr` (a method or a child module) computed in float32."""
+    for m in module.modules():
+        if isinstance(m, kind):
+            setattr(m, attr, in_float32(getattr(m, attr)))
+
+
+def noise_floor(tok, groups, ref: dict) -> dict:
+    """How stable fp32's own lengths are: one image a call, and inputs moved by N(0, 1e-6)."""
+    ones = [x[i:i + 1] for x in groups for i in range(x.shape[0])]
+    noisy = [x + torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) * 1e-6 for x in groups]
+    rows = {"fp32 batch 1": compare(ref, measure(tok, ones, "fp32")),
+            "fp32 inputs + N(0, 1e-6)": compare(ref, measure(tok, noisy, "fp32"))}
+    for name, row in rows.items():
+        print(f"{name}: equal lengths {row['equal_lengths']:.1%}, equal ids {row['equal_ids_longest']:.2%}")
+    return rows
 
 
 def main() -> None:
@@ -113,6 +138,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
+    ap.add_argument("--floor", action="store_true", help="also: fp32 against itself (batch 1, inputs + 1e-6 noise)")
     args = ap.parse_args()
     torch.manual_seed(0)
     tok = alit.load(args.checkpoint)
@@ -126,6 +152,8 @@ def main() -> None:
         out["precisions"][p] = row = compare(ref, measure(tok, groups, p))
         print(f"{p}: equal lengths {row['equal_lengths']:.1%}, equal ids at {tok.config.lengths[-1]} "
               f"{row['equal_ids_longest']:.1%}, worst mean-L1 change {row['worst_l1_change']:.2%}", flush=True)
+    if args.floor:
+        out["floor"] = noise_floor(tok, groups, ref)
     if not args.no_timing:
         out["timing_fp32"] = t = timing(tok, groups, args.repeats)
         print(f"fp32 encode by the model's rule {t['rule_s']:.2f} s, fixed at the longest length "
