@@ -51,7 +51,7 @@ def command(data, out, max_steps, nproc=1, resume=False, settings=COMMON):
 
 
 def launch(*args, **kwargs):
-    done = subprocess.run(command(*args, **kwargs), capture_output=True, text=True, env=ENV, timeout=300)
+    done = subprocess.run(command(*args, **kwargs), capture_output=True, text=True, env=ENV, timeout=900)  # a hang guard only
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
