@@ -17,9 +17,13 @@ It needs no network and makes its own data: the demo photos bundled with alit
   train       50 steps of `alit train distill` on `small` (random base) in bf16 with gradient
               accumulation
   torchrun    tokenize and train again on 2 processes, where there are 2 GPUs
+  compile     the bundled model eager, then with torch.compile (benchmarks/compile_speed.py): encode at
+              the shortest and longest length and decode, the largest batch, the last precision
+              (issue 33 item 10: kept only if it measures faster); not in --quick (compiling takes a
+              minute on a CPU), `--sections compile` asks for it
 
 They run cheapest first: bench and agreement of the bundled model, tokenize, train, then those of
-`small`, then torchrun. Every section is guarded: a failure is one row of the table (the traceback
+`small`, then torchrun, then compile. Every section is guarded: a failure is one row of the table (the traceback
 goes to the log) and the rest go on. Near the time budget (--budget-s) the rest are skipped, each
 with a row saying so: a section is skipped when the last one of its kind would no longer end in
 time. Writes OUT/gpu_check.md (one markdown table), OUT/gpu_check.json (the same rows, the plan and
@@ -60,6 +64,9 @@ COLUMNS = [("section", "section"), ("model", "model"), ("what", "what"), ("preci
            ("status", "status")]
 
 
+SECTIONS = ("bench", "agreement", "tokenize", "train", "torchrun", "compile")
+
+
 @dataclass
 class Plan:
     """What one run measures. `full` is the GPU check; `quick` the same sections at tiny sizes."""
@@ -78,7 +85,7 @@ class Plan:
     train_micro: int                # images per forward per process: batch / micro = accumulation
     budget_s: float                 # seconds; sections that would end later are skipped
     threads: int | None             # CPU threads of torch, here and in the commands (None: torch's own)
-    sections: list[str] = field(default_factory=lambda: ["bench", "agreement", "tokenize", "train", "torchrun"])
+    sections: list[str] = field(default_factory=lambda: list(SECTIONS))
 
 
 # the GPU check: under 8 minutes on one H100 (the budget leaves room for start-up and one late section)
@@ -88,7 +95,7 @@ FULL = dict(models=["default", "small"], batches=[32, 64], precisions=["fp32", "
 # the same sections at tiny sizes: a few minutes on a CPU
 QUICK = dict(models=["default", "tiny"], batches=[2], precisions=["fp32", "bf16"], repeats=1, agree_images=4,
              tokenize_images=8, tokenize_batch=4, train_preset="tiny", train_steps=3, train_batch=4,
-             train_micro=2, budget_s=150)
+             train_micro=2, budget_s=150, sections=[s for s in SECTIONS if s != "compile"])
 
 
 def make_plan(args) -> Plan:
@@ -423,6 +430,19 @@ def run_sections(report: Report, plan: Plan, work: Path) -> None:
             model_sections(report, plan, name)
     if "torchrun" in plan.sections:
         torchrun_sections(report, plan, folder, work)
+    if "compile" in plan.sections:
+        p, b = plan.precisions[-1], max(plan.batches)
+        report.run("compile", {"model": "default", "precision": p, "batch": b}, lambda: compile_section(plan, p, b))
+
+
+def compile_section(plan: Plan, precision: str, batch: int) -> list[dict]:
+    from compile_speed import compile_rows  # beside this script
+
+    tok = load_model("default", plan.device)  # its own copy: compiling changes it in place
+    rows = compile_rows(tok, make_images(batch, tok.config.image_size).to(plan.device), precision, plan.repeats)
+    del tok
+    free_device_memory()
+    return rows
 
 
 def torchrun_sections(report: Report, plan: Plan, folder: Path, work: Path) -> None:
@@ -459,8 +479,8 @@ def parse_args(argv=None):
     p.add_argument("--train-steps", type=int, default=None, metavar="N", help="default 50; --quick 3")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads of torch, here and in the commands (default: torch's own; --quick on the CPU: 1)")
-    p.add_argument("--sections", nargs="+", choices=("bench", "agreement", "tokenize", "train", "torchrun"),
-                   default=None, help="only these sections (default: all)")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=None,
+                   help="only these sections (default: all; --quick: all but compile)")
     return p.parse_args(argv)
 
 

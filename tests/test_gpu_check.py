@@ -106,3 +106,17 @@ def test_the_plans(gpu_check):
     assert full.train_batch // full.train_micro > 1  # gradient accumulation
     quick = gpu_check.make_plan(gpu_check.parse_args(["--device", "cpu", "--quick", "--precisions", "fp32"]))
     assert quick.precisions == ["fp32"] and quick.threads == 1 and quick.models == ["default", "tiny"]
+
+
+@pytest.mark.slow
+def test_compile_section_compares_eager_and_compiled(tmp_path):
+    """`--sections compile` (not in --quick: compiling takes a minute here): three rows, eager against
+    torch.compile, each with its speed-up, compile time and agreement."""
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--quick",
+                           "--sections", "compile", "--out", str(tmp_path), "--budget-s", "1000000"],
+                          capture_output=True, text=True, env=env, timeout=3600)  # only a guard against a hang
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
+    assert [r["what"].split(",")[0] for r in rows] == ["encode 16 tokens", "encode 128 tokens", "decode 128 tokens"]
+    assert all(r["status"] == "ok" and r["images_per_s"] > 0 and "x eager" in r["what"] for r in rows), rows
