@@ -226,6 +226,18 @@ def test_an_image_smaller_than_the_model_gets_a_warning(hw, ckpt, tmp_path, caps
     assert str(small) in line
 
 
+def test_an_animation_gets_a_warning_and_its_first_frame(ckpt, tmp_path, capsys):
+    frames = [Image.new("RGB", (80, 80), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    spin = tmp_path / "spin.gif"
+    frames[0].save(spin, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    got = main(["reconstruct", str(spin), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")])
+    line = one_line(capsys, 0, got, "alit reconstruct: warning:", "is animated (3 frames)",
+                    "only its first frame is read")
+    assert str(spin) in line
+    first = np.asarray(Image.open(tmp_path / "o" / "spin" / "input.png"))
+    assert (first[..., 0] > 200).all() and (first[..., 1:] < 50).all()  # red: the first frame
+
+
 def test_a_large_image_gets_no_warning(ckpt, photos, tmp_path, capsys):
     got = main(["reconstruct", str(photos / "p0.png"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")])
     assert got == 0 and capsys.readouterr().err == ""

@@ -134,6 +134,18 @@ def fit(image: torch.Tensor, size: int) -> torch.Tensor:
     return image.contiguous()
 
 
+def frame_count(path: str | Path) -> int:
+    """Frames of an animation or pages of a multi-page file (1 for most images, and for a camera's
+    MPO JPEG, whose further pictures are previews of the first)."""
+    try:
+        with Image.open(path) as im:
+            if im.format == "MPO" or not getattr(im, "is_animated", False):
+                return 1
+            return int(im.n_frames)
+    except Exception:  # read_image has already read it; this is only a count
+        return 1
+
+
 def load_image(path: str | Path, size: int) -> torch.Tensor:
     """The image at `path` as every `alit` command gives it to a model: [3, size, size] float32 in
     [0, 1] on the 8-bit grid (`fit`, then `to_8bit`). Use it, or `Preprocess(size)`, to feed

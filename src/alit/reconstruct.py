@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from .criteria import first_accepted, needs_pixels
-from .eval.inputs import Batch, Protocol, batches, protocol, upscale_warning
+from .eval.inputs import Batch, Protocol, animated_warning, batches, protocol, upscale_warning
 from .images import save_png
 from .progress import progress_bar
 from .scoring import pixel_metrics, table_dtype
@@ -34,7 +34,7 @@ def reconstruct_files(tok, folders: dict[Path, str], out: Path, rule, batch_size
     """Write OUT/<folder>/input.png (as the model saw it), len<L>.png at every length L and chosen.png
     (the shortest length `rule`, from alit.criteria.parse_criterion, accepts; the longest when none does)
     for each file of `folders` (file -> its folder name). A file that cannot be read goes to
-    on_error(message) and the others go on (None: it raises); an enlarged image to on_warning(line)
+    on_error(message) and the others go on (None: it raises); an enlarged or animated image to on_warning(line)
     (`alit.progress.say` keeps a bar intact); progress: a bar on stderr when it is a terminal.
     Returns one Reconstruction per file written, in order."""
     proto, size = protocol("resize-crop"), tok.config.image_size
@@ -43,6 +43,8 @@ def reconstruct_files(tok, folders: dict[Path, str], out: Path, rule, batch_size
         for batch in batches(list(folders), size, proto, batch_size, on_error=on_error, bar=bar):
             for path, hw in batch.upscaled:
                 on_warning(upscale_warning(path, hw, size))
+            for path, frames in batch.animated:
+                on_warning(animated_warning(path, frames))
             done += _reconstruct_batch(tok, batch, proto, rule, folders, out)
     return done
 

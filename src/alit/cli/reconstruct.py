@@ -69,7 +69,7 @@ def add_parser(sub) -> None:
                        "PNG, JPEG, WebP, GIF, BMP, TIFF, PPM, ..., including gray, palette, RGBA and 16-bit; "
                        "files in a folder without an image suffix are skipped, with a warning), resize the "
                        "shorter side and centre-crop to the model's size, 8-bit (an image smaller than that "
-                       "is enlarged, with a warning), and write OUT/<folder>/input.png (as the model saw it), "
+                       "is enlarged, with a warning; of an animation only the first frame is read, with a warning), and write OUT/<folder>/input.png (as the model saw it), "
                        "len<L>.png at every length L and chosen.png at the shortest length the criterion "
                        "accepts (the longest when none does). Scoring, as `alit demo` and `alit eval`: each "
                        "reconstruction is clamped and rounded to 8 bits, as its PNG holds it, and compared "

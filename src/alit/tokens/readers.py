@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
 
 from ..data.shards import IMAGE_KEYS, expand, is_shards
 from ..errors import AlitError
-from ..images import ImageReadError, find_images, fit, read_image
+from ..images import ImageReadError, find_images, fit, frame_count, read_image
 from ..scoring import to_8bit
 from .views import view_key, view_of, view_seed
 
@@ -256,22 +255,10 @@ def _prepare(path: str | Path, size: int, seed: int | None = None) -> tuple[torc
     raw = read_image(path, size)  # [3, H, W]
     h, w = raw.shape[1:]
     notes = [("enlarged", f"{w}x{h}")] if min(h, w) < size else []
-    frames = _frames(path)
+    frames = frame_count(path)
     if frames > 1:
         notes.append(("animated", f"{frames} frames"))
     return (to_8bit(fit(raw, size)) if seed is None else view_of(raw, size, seed)), notes
-
-
-def _frames(path: str | Path) -> int:
-    """Frames of an animation or pages of a multi-page file (1 for most images, and for a camera's
-    MPO JPEG, whose further pictures are previews of the first)."""
-    try:
-        with Image.open(path) as im:
-            if im.format == "MPO" or not getattr(im, "is_animated", False):
-                return 1
-            return int(im.n_frames)
-    except Exception:  # read_image has already read it; this is only a count
-        return 1
 
 
 def _file_reader(path: Path, size: int, seed: int | None = None
