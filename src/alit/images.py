@@ -138,10 +138,12 @@ def frame_count(path: str | Path) -> int:
     """Frames of an animation or pages of a multi-page file (1 for most images, and for a camera's
     MPO JPEG, whose further pictures are previews of the first)."""
     try:
-        with Image.open(path) as im:
-            if im.format == "MPO" or not getattr(im, "is_animated", False):
-                return 1
-            return int(im.n_frames)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # as read_image: only the header is read
+            with Image.open(path) as im:
+                if im.format == "MPO" or not getattr(im, "is_animated", False):
+                    return 1
+                return int(im.n_frames)
     except Exception:  # read_image has already read it; this is only a count
         return 1
 
