@@ -134,6 +134,18 @@ def model_dir(tmp_path_factory):
     return save(tok.state_dict(), tok.config, tmp_path_factory.mktemp("model"))
 
 
+def photo_folder(root: Path, n: int, in_sub: int, truncated: int) -> Path:
+    """The first n demo photos, the first `in_sub` of them in root/sub, and broken.jpg: photo number
+    `truncated` cut to its first 400 bytes (a JPEG no reader can finish)."""
+    import shutil
+
+    (root / "sub").mkdir()
+    for i, p in enumerate(DEMO_PHOTOS[:n]):
+        shutil.copy(p, root / ("sub" if i < in_sub else "") / p.name)
+    (root / "broken.jpg").write_bytes(DEMO_PHOTOS[truncated].read_bytes()[:400])
+    return root
+
+
 def class_folders(root: Path, n: int = 12) -> Path:
     """The first n demo photos, alternately in the class folders root/a and root/b."""
     import shutil

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,8 @@ from alit.generator.loss import sequence_loss
 from alit.train import checkpoint
 from alit.train.generator import GeneratorStage
 from conftest import class_folders, kill_at_first_checkpoint
-from test_train_dist import ENV, TORCHRUN, weights_at  # the launcher and checkpoints of the other stages' runs
+from test_train_dist import ENV, weights_at  # the launcher and checkpoints of the other stages' runs
+from test_train_dist import command as train_command
 
 # constant lr: a run stopped early at step k has exactly the first k steps of a longer run
 COMMON = ["batch_size=8", "warmup=0", "lr=3.0e-3", "min_lr=3.0e-3", "checkpoint_every=2", "keep_checkpoints=10",
@@ -42,12 +42,7 @@ def tokens(model_dir, tmp_path_factory):
 
 
 def command(data, out, max_steps, nproc=1, resume=False, settings=COMMON):
-    args = ["train", "generator", "--out", str(out), "--max-steps", str(max_steps), "--no-progress"]
-    args += ["--resume"] if resume else ["--config", "tiny", "--data", str(data), "--set", *settings]
-    if nproc == 1:
-        return [sys.executable, "-m", "alit", *args]
-    launcher = [str(TORCHRUN)] if TORCHRUN.exists() else [sys.executable, "-m", "torch.distributed.run"]
-    return [*launcher, "--standalone", f"--nproc_per_node={nproc}", "-m", "alit", *args]
+    return train_command(data, out, max_steps, nproc, resume, settings, stage="generator")
 
 
 def launch(*args, **kwargs):

@@ -24,9 +24,8 @@ from alit.criteria import EightBit, L1Below
 from alit.images import load_image
 from alit.tokens.budget import allocate, compare
 from alit.weights import save
-from conftest import run_alit
+from conftest import photo_folder, run_alit
 
-PHOTOS = Path(alit.__file__).parent / "assets" / "demo_photos"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -38,12 +37,7 @@ def tok(model_dir):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """10 real photos, two in a sub-folder, plus a corrupt JPEG and a text file named .png."""
-    root = tmp_path_factory.mktemp("data")
-    photos = sorted(PHOTOS.glob("*.jpg"))[:10]
-    (root / "sub").mkdir()
-    for i, p in enumerate(photos):
-        shutil.copy(p, root / ("sub" if i < 2 else "") / p.name)
-    (root / "broken.jpg").write_bytes(photos[3].read_bytes()[:400])  # truncated
+    root = photo_folder(tmp_path_factory.mktemp("data"), 10, in_sub=2, truncated=3)
     (root / "notes.png").write_text("not an image")
     return root
 

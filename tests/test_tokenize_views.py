@@ -16,21 +16,15 @@ from alit.cli import main
 from alit.criteria import EightBit, L1Below
 from alit.images import load_image, read_image
 from alit.tokens.views import SCALE, square_box, view_key, view_of, view_seed
+from conftest import photo_folder
 
-PHOTOS = Path(alit.__file__).parent / "assets" / "demo_photos"
 VIEWS = 3
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """3 real photos (one in a sub-folder) and a truncated JPEG."""
-    root = tmp_path_factory.mktemp("data")
-    photos = sorted(PHOTOS.glob("*.jpg"))[:3]
-    (root / "sub").mkdir()
-    for i, p in enumerate(photos):
-        shutil.copy(p, root / ("sub" if i == 0 else "") / p.name)
-    (root / "broken.jpg").write_bytes(photos[1].read_bytes()[:400])
-    return root
+    return photo_folder(tmp_path_factory.mktemp("data"), 3, in_sub=1, truncated=1)
 
 
 def tokenize(data, model_dir, out, *extra) -> Path:

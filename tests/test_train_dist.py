@@ -31,8 +31,9 @@ STEPS = 8
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
-def command(data, out, max_steps, nproc=1, resume=False, settings=COMMON):
-    args = ["train", "distill", "--out", str(out), "--max-steps", str(max_steps), "--no-progress"]
+def command(data, out, max_steps, nproc=1, resume=False, settings=COMMON, stage="distill"):
+    """`alit train STAGE` on nproc processes (torchrun for more than one), or its resume."""
+    args = ["train", stage, "--out", str(out), "--max-steps", str(max_steps), "--no-progress"]
     args += ["--resume"] if resume else ["--config", "tiny", "--data", str(data), "--set", *settings]
     if nproc == 1:
         return [sys.executable, "-m", "alit", *args]
