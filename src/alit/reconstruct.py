@@ -14,7 +14,7 @@ import torch
 
 from .criteria import first_accepted, needs_pixels
 from .eval.inputs import Batch, Protocol, animated_warning, batches, protocol, upscale_warning
-from .images import save_png
+from .images import frame_count, save_png
 from .progress import progress_bar
 from .scoring import pixel_metrics, table_dtype
 
@@ -43,8 +43,10 @@ def reconstruct_files(tok, folders: dict[Path, str], out: Path, rule, batch_size
         for batch in batches(list(folders), size, proto, batch_size, on_error=on_error, bar=bar):
             for path, hw in batch.upscaled:
                 on_warning(upscale_warning(path, hw, size))
-            for path, frames in batch.animated:
-                on_warning(animated_warning(path, frames))
+            for path in batch.paths:
+                frames = frame_count(path)  # a header read: only where the warning is given
+                if frames > 1:
+                    on_warning(animated_warning(path, frames))
             done += _reconstruct_batch(tok, batch, proto, rule, folders, out)
     return done
 

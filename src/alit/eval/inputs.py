@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import AlitError
-from ..images import IMAGE_SUFFIXES, ImageReadError, find_images, fit, frame_count, read_image
+from ..images import IMAGE_SUFFIXES, ImageReadError, find_images, fit, read_image
 from ..resolve import NoSuchCheckpoint, known_names
 from ..scoring import to_8bit
 from ..tokenizer import load
@@ -185,7 +185,6 @@ class Batch:
     images: torch.Tensor   # [b, 3, S, S] on the 8-bit grid
     padded: int            # how many were padded (center-crop only)
     upscaled: list = None  # (path, (h, w)) of images smaller than S on a side, enlarged (resize-crop)
-    animated: list = None  # (path, frames) of animations and multi-page files: their first frame is read
 
 
 def batches(paths: list[Path], size: int, proto: Protocol, batch_size: int, on_error=None, bar=None):
@@ -195,7 +194,7 @@ def batches(paths: list[Path], size: int, proto: Protocol, batch_size: int, on_e
     if batch_size < 1:
         raise AlitError(f"--batch-size must be at least 1, got {batch_size}")
     for start in range(0, len(paths), batch_size):
-        kept, images, padded, upscaled, animated = [], [], 0, [], []
+        kept, images, padded, upscaled = [], [], 0, []
         chunk = paths[start:start + batch_size]
         for path in chunk:
             try:
@@ -209,14 +208,11 @@ def batches(paths: list[Path], size: int, proto: Protocol, batch_size: int, on_e
                 continue
             if proto.resize and min(raw.shape[1:]) < size:
                 upscaled.append((path, tuple(raw.shape[1:])))
-            frames = frame_count(path)
-            if frames > 1:
-                animated.append((path, frames))
             kept.append(path)
             images.append(image)
             padded += was_padded
         if kept:
-            yield Batch(kept, torch.stack(images), padded, upscaled, animated)
+            yield Batch(kept, torch.stack(images), padded, upscaled)
         if bar is not None:
             bar.update(len(chunk))
 
