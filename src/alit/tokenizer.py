@@ -15,7 +15,7 @@ import torch
 
 from . import hub
 from .config import ModelConfig
-from .criteria import CriterionInput, ask_criterion, criterion_answer, looks_back, model_criterion, needs_pixels
+from .criteria import CriterionInput, judge_at, model_criterion, needs_pixels
 from .encoding import Encoding, model_fingerprint
 from .model.alit import ALIT, Rollout, check_images, pick_precision
 from .model.halting import Halting
@@ -153,19 +153,11 @@ class AdaptiveTokenizer(ALIT):
         criterion that looks back keeps for the next length (its scores, or else these
         reconstructions); None for the others)."""
         if needs_pixels(criterion):
-            recons = self.codes_to_images(step.codes)  # [b, 3, H, W] raw
-            if not looks_back(criterion):
-                return ask_criterion(criterion, images, recons), None
-            if hasattr(criterion, "judge"):  # keeps its own score: nothing is scored twice
-                accepted, memory = criterion.judge(images, recons, memory)
-                return criterion_answer(accepted, images.shape[0], images.device), memory
-            return ask_criterion(criterion, images, recons, memory), recons
-        inp = CriterionInput(images, num_tokens, step.latents, step.logits, step.codes, state.targets,
-                             probs=step.probs, decode=self.codes_to_images)
-        if hasattr(criterion, "judge"):  # keeps something per image across lengths (alit.TaskAgrees)
-            accepted, memory = criterion.judge(inp, memory)
-            return criterion_answer(accepted, images.shape[0], images.device), memory
-        return ask_criterion(criterion, inp), None
+            seen = self.codes_to_images(step.codes)  # [b, 3, H, W] raw
+        else:
+            seen = CriterionInput(images, num_tokens, step.latents, step.logits, step.codes, state.targets,
+                                  probs=step.probs, decode=self.codes_to_images)
+        return judge_at(criterion, images, seen, memory)
 
     @torch.no_grad()
     def decode(self, enc: Encoding, *, batched: bool = True, precision: str | torch.dtype | None = None,

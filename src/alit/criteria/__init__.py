@@ -29,12 +29,12 @@ judged the same way (`model_criterion`). A criterion passed to `encode` yourself
 unclamped reconstruction (the paper's code does so for L1).
 """
 from .parse import CRITERIA, PIXEL_FREE, model_criterion, parse_criterion
-from .protocol import (CriterionInput, ask_criterion, criterion_answer, first_accepted, looks_back, needs_pixels,
-                       score_dtype)
+from .protocol import (CriterionInput, ask_criterion, criterion_answer, first_accepted, judge_at, looks_back,
+                       needs_pixels, score_dtype)
 from .rules import (CodeErrorBelow, ConfidenceAbove, EightBit, ErrorBelow, L1Below, MSEBelow, PSNRAbove, ScoredRule,
                     SSIMAbove, Stalled)
 
 __all__ = ["CRITERIA", "PIXEL_FREE", "CodeErrorBelow", "ConfidenceAbove", "CriterionInput", "EightBit", "ErrorBelow",
            "L1Below", "MSEBelow", "PSNRAbove", "SSIMAbove", "ScoredRule", "Stalled", "ask_criterion",
-           "criterion_answer", "first_accepted", "looks_back", "model_criterion", "needs_pixels", "parse_criterion",
-           "score_dtype"]
+           "criterion_answer", "first_accepted", "judge_at", "looks_back", "model_criterion", "needs_pixels",
+           "parse_criterion", "score_dtype"]

@@ -82,6 +82,26 @@ def score_dtype(device: torch.device, asked: torch.dtype | None = None) -> torch
     return asked or (torch.float64 if device.type == "cpu" else torch.float32)
 
 
+def judge_at(criterion, images: torch.Tensor, seen, memory) -> tuple[torch.Tensor, object]:
+    """One length's answer [b] (checked) and what to carry to the next length, for `encode` and
+    `first_accepted` alike. seen: the raw reconstructions [b, 3, H, W] for a pixel rule, else the
+    `CriterionInput`. memory: what this returned at the length before (None at the first). A rule
+    with `judge` keeps its own (`Stalled`: its score; `TaskAgrees`: the model's output on the
+    inputs), so nothing is computed twice; a rule that `looks_back` gets the reconstructions before."""
+    if needs_pixels(criterion):
+        if hasattr(criterion, "judge"):
+            accepted, memory = criterion.judge(images, seen, memory)
+        elif looks_back(criterion):
+            accepted, memory = criterion(images, seen, memory), seen
+        else:
+            accepted, memory = criterion(images, seen), None
+    elif hasattr(criterion, "judge"):
+        accepted, memory = criterion.judge(seen, memory)
+    else:
+        accepted, memory = criterion(seen), None
+    return criterion_answer(accepted, images.shape[0], images.device), memory
+
+
 def first_accepted(criterion, images: torch.Tensor, reconstructions) -> torch.Tensor:
     """Index [B] of the first length that the criterion accepts for each image; the last index
     where none does. This is `encode`'s rule, applied to a rollout that already holds every length.
@@ -100,18 +120,13 @@ def first_accepted(criterion, images: torch.Tensor, reconstructions) -> torch.Te
                         f"(first_accepted(criterion, images, roll)), not its reconstructions")
     T = len(reconstructions) if roll is None else len(roll.latents)
     B, device = images.shape[0], images.device
-    answers = []
-    back = looks_back(criterion)
+    answers, memory = [], None
     for i in range(T - 1):
-        if pixels:
-            previous = (reconstructions[i - 1] if i else None,) if back else ()
-            answers.append(ask_criterion(criterion, images, reconstructions[i], *previous))
-        else:
-            inp = CriterionInput(images, roll.lengths[i], roll.latents[i],
-                                 None if roll.logits is None else roll.logits[i], roll.codes[i],
-                                 roll.targets, reconstructions=None if reconstructions is None
-                                 else reconstructions[i])
-            answers.append(ask_criterion(criterion, inp))
+        seen = reconstructions[i] if pixels else CriterionInput(
+            images, roll.lengths[i], roll.latents[i], None if roll.logits is None else roll.logits[i],
+            roll.codes[i], roll.targets, reconstructions=None if reconstructions is None else reconstructions[i])
+        accepted, memory = judge_at(criterion, images, seen, memory)
+        answers.append(accepted)
     accepted = torch.stack(answers + [torch.ones(B, dtype=torch.bool, device=device)])  # [T, B]
     return accepted.int().argmax(0)  # argmax gives the first True
 

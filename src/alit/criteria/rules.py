@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 
 from ..scoring import l1_error, mse_error, psnr, ssim, to_8bit
-from .protocol import CriterionInput, needs_pixels, score_dtype
+from .protocol import CriterionInput, looks_back, needs_pixels, score_dtype
 
 
 class ScoredRule:
@@ -225,6 +225,8 @@ class EightBit:
         """As `Stalled.judge` (memory: the score at the length before) when the wrapped rule has it;
         else memory is the reconstructions at the length before, returned anew."""
         if not hasattr(self.criterion, "judge"):
+            if not looks_back(self.criterion):
+                return self(images, reconstructions), None
             return self(images, reconstructions, memory), reconstructions
         wide = self._wide(images.device)
         return self.criterion.judge(images.to(wide), self._png(reconstructions, wide), memory)

@@ -72,11 +72,6 @@ class TaskAgrees:
     def needs_pixels(self) -> bool:
         return self.takes == "pixels"
 
-    @property
-    def looks_back(self) -> bool:
-        # a pixel rule that keeps a memory per image goes through `judge`; the length before is unused
-        return self.takes == "pixels"
-
     def bind(self, tokenizer) -> "TaskAgrees":
         """Name the tokenizer whose latents a latent model reads (checked against the probe's record)."""
         made_for = getattr(self.model, "model", None)
