@@ -11,7 +11,6 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import torch
 
 from ..encoding import Encoding
 from ..errors import AlitError

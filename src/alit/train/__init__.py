@@ -16,7 +16,6 @@ from pathlib import Path
 
 from .. import dist
 from ..errors import AlitError
-from .. import dist
 from . import checkpoint, recipe_loader
 from .loop import fit
 from .recipe import Recipe

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import dist
 from ..config import ModelConfig
 from ..errors import AlitError
 from ..losses.distill import distill_loss

@@ -8,7 +8,6 @@ import torch
 from .. import dist
 from ..losses.gan import Adversarial, gan_weight
 from ..losses.perceptual import build_perceptual
-from .. import dist
 from ..scoring import ssim
 from .optim import adamw
 from .recipe import parse_duration
