@@ -11,7 +11,6 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-
 from ..encoding import Encoding
 from ..errors import AlitError
 from ..tokenizer import AdaptiveTokenizer, load
