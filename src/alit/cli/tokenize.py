@@ -18,7 +18,7 @@ from ..tokens.job import Options, tokenize
 from ..tokens.layout import layout
 from .names import unique_names
 from .options import add_batch_size_arg, add_checkpoint_arg, add_criterion_arg, add_device_arg, \
-    add_precision_arg, at_least, check_criterion, print_table
+    add_precision_arg, add_progress_arg, at_least, check_criterion, print_table
 
 
 def run_tokenize(args) -> int:
@@ -201,7 +201,7 @@ def _add_tokenize_parser(sub) -> None:
     add_device_arg(s, help="torch device of a single process (default: cuda if available, else cpu); under "
                    "torchrun with several processes each takes its own, cuda:LOCAL_RANK (else cpu), and --device "
                    "is refused")
-    add_no_progress_arg(s)
+    add_progress_arg(s)
     s.set_defaults(func=run_tokenize)
 
 
@@ -218,10 +218,5 @@ def _add_decode_parser(sub) -> None:
                    help="the model (default: the one _index.json names); it must be the model that made the tokens")
     add_batch_size_arg(s, 16)
     add_device_arg(s)
-    add_no_progress_arg(s)
+    add_progress_arg(s)
     s.set_defaults(func=run_decode)
-
-
-def add_no_progress_arg(parser) -> None:
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar (there is none either when stderr is not a terminal)")
