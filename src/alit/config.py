@@ -86,7 +86,7 @@ class ModelConfig:
 
     def __post_init__(self):
         if isinstance(self.base, dict):
-            object.__setattr__(self, "base", BaseConfig(**_checked(BaseConfig, self.base)))
+            object.__setattr__(self, "base", BaseConfig(**checked_fields(BaseConfig, self.base)))
         if self.halting not in HALTING_MODES:
             raise ValueError(f"halting must be one of {HALTING_MODES}, got {self.halting!r}")
         if self.quantize and not self.factorize:
@@ -140,12 +140,13 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        d = dict(_checked(cls, d))
-        d["base"] = BaseConfig(**_checked(BaseConfig, d.get("base", {})))
+        d = dict(checked_fields(cls, d))
+        d["base"] = BaseConfig(**checked_fields(BaseConfig, d.get("base", {})))
         return cls(**d)
 
 
-def _checked(cls, d: dict) -> dict:
+def checked_fields(cls, d: dict) -> dict:
+    """d itself, or a ValueError naming the fields the dataclass `cls` does not have."""
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import checked_fields
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -86,11 +88,7 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown GeneratorConfig field(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return cls(**checked_fields(cls, d))
 
 
 # Sizes, as nanoGPT's: tiny for tests and CPUs, small for a few hours on one GPU, base as GPT-2 small.
