@@ -226,7 +226,8 @@ def test_cli_refusals_are_one_line(gen_dir, model_dir, tmp_path, capsys):
     def refused(*argv):
         assert main(list(map(str, argv))) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith(f"alit {argv[0]}: error: ")
+        command = " ".join(map(str, argv[:2])) if argv[0] == "eval" else argv[0]  # `eval generator` is one command
+        assert len(err) == 1 and err[0].startswith(f"alit {command}: error: ")
         return err[0]
 
     common = ["--num", 2, "--out", tmp_path / "o"]
@@ -234,6 +235,8 @@ def test_cli_refusals_are_one_line(gen_dir, model_dir, tmp_path, capsys):
     assert "unknown class 'c'" in refused("generate", "--generator", gen_dir, "--class", "c", *common)
     assert "a tokenizer, not a generator" in refused("generate", "--generator", model_dir, *common)
     assert "--num must be at least 1" in refused("generate", "--generator", gen_dir, "--num", 0, "--out", tmp_path)
+    # the bundled generator records no training tokens: the hint, not "not a generator"
+    assert "give --train TOKENS_DIR" in refused("eval", "generator", "--generator", "default", "--data", tmp_path)
 
 
 def test_cli_eval_generator(gen_dir, tokens, tokens16, tmp_path, capsys):

@@ -10,8 +10,7 @@ from ..errors import AlitError
 from ..eval.inputs import default_device
 from ..generator import GeneratorData, load_generator
 from ..generator.evaluate import evaluate_generator
-from ..generator.io import read_meta
-from .options import add_batch_size_arg
+from .options import add_batch_size_arg, add_device_arg, add_out_arg, at_least
 
 NAME = "eval generator"
 
@@ -20,14 +19,13 @@ def run(args) -> int:
     if args.offline:
         os.environ["ALIT_OFFLINE"] = "1"
     for flag, value in (("--num", args.num), ("--per-length", args.per_length), ("--batch-size", args.batch_size)):
-        if value < 1:
-            raise AlitError(f"{flag} must be at least 1, got {value}")
+        at_least(value, 1, flag)
     device = default_device(args.device)
-    train_dir = args.train or read_meta(args.generator)[1].get("data")
+    gen = load_generator(args.generator).to(device)
+    train_dir = args.train or gen.training_data
     if not train_dir:
         raise AlitError("give --train TOKENS_DIR (the generator's training tokens, for the unigram baseline, the "
                         "length histogram and the memorisation check); this generator does not record them")
-    gen = load_generator(args.generator).to(device)
     tok = gen.load_tokenizer(args.checkpoint, device)
     classes = gen.config.classes or False
     heldout, train = GeneratorData(args.data, classes), GeneratorData(train_dir, classes)
@@ -58,7 +56,7 @@ def add_parser(sub) -> None:
     s.add_argument("--data", required=True, metavar="HELDOUT_TOKENS", help="held-out token folder of `alit tokenize`")
     s.add_argument("--train", default=None, metavar="TOKENS_DIR",
                    help="the training token folder (default: the one the generator records)")
-    s.add_argument("--out", default="eval-generator", metavar="DIR", help="output folder (default eval-generator)")
+    add_out_arg(s, "eval-generator")
     s.add_argument("--num", type=int, default=256, metavar="N", help="samples under auto (default 256)")
     s.add_argument("--per-length", type=int, default=8, metavar="N", help="samples shown at each length (default 8)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -68,5 +66,5 @@ def add_parser(sub) -> None:
     s.add_argument("--fid-weights", default=None, metavar="PATH",
                    help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: the torch hub cache)")
     s.add_argument("--offline", action="store_true", help="download nothing: FD is null without local weights")
-    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_device_arg(s)
     s.set_defaults(func=run)

@@ -7,7 +7,7 @@ from ..errors import AlitError
 from ..eval.inputs import default_device
 from ..generator import load_generator
 from ..generator.files import write_samples
-from .options import add_batch_size_arg
+from .options import add_batch_size_arg, add_device_arg, add_out_arg, at_least
 
 
 def run(args) -> int:
@@ -31,9 +31,8 @@ def run(args) -> int:
 
 
 def _check(args) -> None:
-    for flag, value, low in (("--num", args.num, 1), ("--batch-size", args.batch_size, 1), ("--top-k", args.top_k, 1)):
-        if value is not None and value < low:
-            raise AlitError(f"{flag} must be at least {low}, got {value}")
+    for flag, value in (("--num", args.num), ("--batch-size", args.batch_size), ("--top-k", args.top_k)):
+        at_least(value, 1, flag)
 
 
 def add_parser(sub) -> None:
@@ -47,7 +46,7 @@ def add_parser(sub) -> None:
                    help="generator folder or training run folder (default: the bundled default generator, of the "
                    "bundled tokenizer's tokens of 273 small photos)")
     s.add_argument("--num", type=int, required=True, metavar="N", help="number of images")
-    s.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_out_arg(s)
     s.add_argument("--num-tokens", default="auto", metavar="L|auto",
                    help="tokens per image: one of the tokenizer's lengths, or auto (drawn from the generator's "
                    "p(L | class); the default)")
@@ -65,7 +64,7 @@ def add_parser(sub) -> None:
     s.add_argument("--checkpoint", default=None, metavar="CKPT",
                    help="the tokenizer to decode with (default: the one the generator records; it must be the "
                    "tokenizer whose tokens the generator models)")
-    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_device_arg(s)
     s.add_argument("--no-cache", action="store_true", help="recompute every prefix at every step (the same images, "
                    "slower; for measuring the KV cache)")
     s.set_defaults(func=run)

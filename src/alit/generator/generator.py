@@ -23,11 +23,13 @@ from .sample import Samples, SamplingOptions, sample
 class Generator(LengthGPT):
     """A length-aware autoregressive generator of one tokenizer's ids (see `model.py`)."""
 
-    def __init__(self, config: GeneratorConfig, tokenizer_checkpoint: str | None = None):
+    def __init__(self, config: GeneratorConfig, tokenizer_checkpoint: str | None = None,
+                 training_data: str | None = None):
         super().__init__(config)
         # where the tokenizer was loaded from when the tokens were made ("default", a folder):
         # what `load_tokenizer` loads unless told otherwise; its fingerprint decides
         self.tokenizer_checkpoint = tokenizer_checkpoint
+        self.training_data = training_data  # the token folder it was trained on, when recorded
 
     def generate(self, n: int, num_tokens: int | str = "auto", class_=None, *, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, cfg: float = 1.0, seed: int | None = None,
@@ -53,10 +55,7 @@ class Generator(LengthGPT):
 
     def check_tokenizer(self, tok: AdaptiveTokenizer) -> None:
         """AlitError unless `tok` is the tokenizer whose tokens this generator models."""
-        mine = tok.fingerprint()
-        if mine != self.config.tokenizer:
-            raise AlitError(f"this generator models the tokens of tokenizer {self.config.tokenizer}; the "
-                            f"tokenizer given is {mine}: use the one it was trained on")
+        _refuse_other_tokenizer(self.config, tok, "this generator")
 
     def load_tokenizer(self, checkpoint: str | Path | None = None, device=None) -> AdaptiveTokenizer:
         """The tokenizer to decode with: `checkpoint`, else the one recorded at training; checked."""
@@ -87,11 +86,10 @@ def load_generator(path: str | Path = DEFAULT, tokenizer: AdaptiveTokenizer | No
     if str(path) == DEFAULT:
         path = default_generator_dir()
     config, meta, state = read_generator(path)
-    if tokenizer is not None and tokenizer.fingerprint() != config.tokenizer:
-        raise AlitError(f"{path}: models the tokens of tokenizer {config.tokenizer}; the tokenizer given is "
-                        f"{tokenizer.fingerprint()}: use the one it was trained on")
+    if tokenizer is not None:
+        _refuse_other_tokenizer(config, tokenizer, f"{path}:")
     checkpoint = (meta.get("tokenizer") or {}).get("checkpoint")
-    gen = on_meta(lambda: Generator(config, checkpoint))
+    gen = on_meta(lambda: Generator(config, checkpoint, meta.get("data")))
     expected = gen.state_dict()
     check_state(state, {k: v.shape for k, v in expected.items()})
     wrong = [k for k, v in state.items() if v.dtype != expected[k].dtype]
@@ -99,3 +97,10 @@ def load_generator(path: str | Path = DEFAULT, tokenizer: AdaptiveTokenizer | No
         raise AlitError(f"{path}: {len(wrong)} tensor(s) of the wrong dtype, e.g. {wrong[0]} is {state[wrong[0]].dtype}")
     gen.load_state_dict(state, assign=True)
     return gen.eval()
+
+
+def _refuse_other_tokenizer(config: GeneratorConfig, tok: AdaptiveTokenizer, who: str) -> None:
+    """AlitError unless `tok` is the tokenizer whose tokens a generator of `config` models."""
+    if tok.fingerprint() != config.tokenizer:
+        raise AlitError(f"{who} models the tokens of tokenizer {config.tokenizer}; the tokenizer given is "
+                        f"{tok.fingerprint()}: use the one it was trained on")
