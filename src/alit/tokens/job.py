@@ -39,7 +39,7 @@ from ..scoring import l1_error, to_8bit
 from .budget import allocate, compare
 from .layout import Layout, layout, part_name
 from .readers import Chunk, Source, open_source, read_parts
-from .report import Notes, Progress, resuming, say, warn
+from .report import Notes, progress, resuming, say, warn
 from .table import FORMAT, VERSION, TableSpec, ids_type, part_table
 from .writer import Writer, write_json, write_text
 
@@ -93,7 +93,7 @@ def tokenize(tok, opts: Options, *, rank: int = 0, world: int = 1, log=print, wa
         allocation = _mean_tokens_pass(tok, reading, mine, opts, rank, world, state)
     todo = [p for p in mine if p not in _records(state, "part")]
     notes = Notes(tok.config.image_size, warn)
-    with Progress(source, todo, rank, world, opts.progress, "tokens") as bar:
+    with progress(source, todo, rank, world, opts.progress, "tokens") as bar:
         _write_parts(tok, reading, todo, opts, allocation, files, bar, notes)
     notes.close()
     if rank != 0:
@@ -257,7 +257,7 @@ def _mean_tokens_pass(tok, reading: _Reading, mine: list[int], opts: Options, ra
                       state: Path) -> dict[int, dict]:
     """Record this rank's errors, wait for every rank's, and compute the allocation all ranks share."""
     todo = [p for p in mine if p not in _records(state, "curves")]
-    with Progress(reading.source, todo, rank, world, opts.progress, "errors at every length") as bar:
+    with progress(reading.source, todo, rank, world, opts.progress, "errors at every length") as bar:
         _write_curves(tok, reading, todo, opts, state, bar)
     curves = _wait(state, "curves", reading.source.num_parts, rank == 0 and opts.progress)
     allocation, comparison = _allocate(curves, tok.config.lengths, float(opts.value))

@@ -13,28 +13,14 @@ def warn(line: str) -> None:
     say(f"alit tokenize: warning: {line}")
 
 
-class Progress:
-    """A tqdm bar with images/s and ETA on rank 0 (its own share of the parts); nothing elsewhere,
-    nothing with show False, nothing when stderr is not a terminal (tqdm's disable=None)."""
-
-    def __init__(self, source: Source, todo: list[int], rank: int, world: int, show: bool, what: str):
-        self.bar = None
-        if rank == 0 and show and todo:
-            sizes = [source.part_images(p) for p in todo]
-            total = None if None in sizes else sum(sizes)
-            desc = what if world == 1 else f"{what} (rank 0 of {world})"
-            self.bar = progress_bar(total, desc)
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
+def progress(source: Source, todo: list[int], rank: int, world: int, show: bool, what: str):
+    """A bar with images/s and ETA on rank 0 (its own share of the parts), as `progress_bar`: off
+    (every call on it does nothing) on other ranks, with show False, with nothing to do, and when
+    stderr is not a terminal."""
+    on = rank == 0 and show and bool(todo)
+    sizes = [source.part_images(p) for p in todo] if on else []
+    desc = what if world == 1 else f"{what} (rank 0 of {world})"
+    return progress_bar(None if None in sizes else sum(sizes), desc, enabled=on)
 
 
 class Notes:
