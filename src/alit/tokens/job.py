@@ -83,7 +83,8 @@ def tokenize(tok, opts: Options, *, rank: int = 0, world: int = 1, log=print, wa
     if rank == 0:
         for line in source.warnings:
             warn(line)
-        line = resuming(done_before, len(_records(state, "curves")), source.num_parts)
+        measured = 0 if done_before else len(list(state.glob("curves-*.json")))  # counted, not parsed: read later
+        line = resuming(done_before, measured, source.num_parts)
         if line:
             say(line)
     reading = _Reading(source, tok, opts, world)
