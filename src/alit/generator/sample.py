@@ -72,8 +72,8 @@ def sample(model: LengthGPT, n: int, num_tokens: int | str = "auto", classes=Non
         start = clock()
         L = c.lengths[int(length_index[rows[0]])]
         got, ll = _sample_ids(model, classes[rows], length_index[rows], draws[rows, 1:1 + L], options, use_cache)
+        ids[rows, :L], ids_ll[rows] = got.cpu(), ll.cpu()  # on an accelerator: waits for the sampling
         seconds[rows] += (clock() - start) / len(rows)
-        ids[rows, :L], ids_ll[rows] = got.cpu(), ll.cpu()
     lengths = torch.tensor([c.lengths[i] for i in length_index.tolist()], dtype=torch.long)
     Lmax = int(lengths.max())
     enc = Encoding(lengths, ids[:, :Lmax], None, c.lengths.index(Lmax) + 1, c.tokenizer, c.vocab_size)
