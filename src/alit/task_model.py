@@ -72,7 +72,11 @@ def save_probe(layer: nn.Linear, path: str | Path, *, pool: str, length: int, cl
 
 def load_probe(path: str | Path) -> LatentProbe:
     """A `LatentProbe` from a file written by `save_probe`; AlitError when it is not one."""
-    tensors, meta = _read_safetensors(path)
+    return _probe(path, *_read_safetensors(path))
+
+
+def _probe(path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> LatentProbe:
+    """The probe of a safetensors file already read."""
     if meta.get("format") != PROBE_FORMAT:
         raise AlitError(f"{path}: not a probe saved by `alit probe --save`")
     try:
@@ -99,7 +103,7 @@ def load_task_model(path: str | Path, builder: Callable[[], nn.Module] | None = 
     if _is_safetensors(path):
         tensors, meta = _read_safetensors(path)
         if meta.get("format") == PROBE_FORMAT:
-            return load_probe(path).eval()
+            return _probe(path, tensors, meta).eval()
         if builder is None:
             raise AlitError(f"{path}: a safetensors state dict needs the module to load it into "
                             f"(load_task_model(path, builder=...)); on the command line use a TorchScript file "
